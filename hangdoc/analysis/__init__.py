@@ -1,0 +1,1 @@
+"""Analysis passes: pure functions from bundle tables (and earlier findings) to findings."""

@@ -1,0 +1,125 @@
+"""The Diagnosis and what it is made of. Frozen, so reporters can only render it.
+
+Field names here mirror the JSON report contract in docs/report-json.md; keep them stable.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+# Finding kinds of the report contract. Passes may add more; these names never change.
+COLLECTIVE_MISMATCH = "collective_mismatch"
+LAGGING_RANK = "lagging_rank"
+MISSING_RANK = "missing_rank"
+CALL_COUNT_SWAP = "call_count_swap"
+ORDER_INVERSION = "order_inversion"
+GPU_SPIN_WAIT = "gpu_spin_wait"
+RANK_EXITED = "rank_exited"
+ORPHANED_PROCESS = "orphaned_process"
+STUCK_IN_TEARDOWN = "stuck_in_teardown"
+OOM = "oom"
+KV_TRANSFER_STRANDED = "kv_transfer_stranded"
+LOG_SIGNATURE = "log_signature"
+NO_FAULT_FOUND = "no_fault_found"
+STACK_DIVERGENCE = "stack_divergence"
+
+
+@dataclass(frozen=True)
+class OpCall:
+    """What one rank posted at one position of a communicator."""
+
+    rank: int
+    seq: int | None
+    op: str
+    reduce_op: str | None = None
+    dtype: str | None = None
+    in_shapes: tuple[tuple[int, ...], ...] = ()
+    out_shapes: tuple[tuple[int, ...], ...] = ()
+    in_numel: int | None = None
+    out_numel: int | None = None
+    state: str = "unknown"
+
+    def label(self) -> str:
+        """'all_reduce SUM [15, 2] bfloat16', the way people write ops in bug reports."""
+        parts = [self.op]
+        if self.reduce_op:
+            parts.append(self.reduce_op)
+        if self.in_shapes:
+            parts.append(", ".join(str(list(s)) for s in self.in_shapes))
+        elif self.in_numel is not None:
+            parts.append(f"numel={self.in_numel}")
+        if self.dtype:
+            parts.append(self.dtype)
+        return " ".join(parts)
+
+
+@dataclass(frozen=True)
+class Swap:
+    """A rank made `calls` fewer calls on `from_group`'s family and `calls` more on `to_group`'s."""
+
+    from_group: str
+    to_group: str
+    calls: int
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    ranks: tuple[int, ...]
+    summary: str
+    group: str | None = None
+    seq: int | None = None
+    op: str | None = None
+    expected_op: str | None = None
+    evidence: tuple[str, ...] = ()
+    calls: tuple[OpCall, ...] = ()  # each member's op at the position, for side-by-side display
+    waiting_ranks: tuple[int, ...] = ()  # ranks blocked because of this fault
+    swap: Swap | None = None
+    role: str = "cause"  # "cause" or "symptom" (explained by another finding)
+    count: int = 1  # how many occurrences this one finding stands for
+    details: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: str
+    culprit_ranks: tuple[int, ...]
+    group: str | None
+    summary: str
+    reason: str = ""  # why this finding was chosen over the others
+    confidence: str = "medium"  # high / medium / low
+
+
+@dataclass(frozen=True)
+class RankPosition:
+    """Where one member of a communicator stands: its last call and how many it completed."""
+
+    rank: int
+    last_seq: int | None
+    last_op: str | None  # OpCall.label() of the last call, None when it left no trace
+    state: str | None
+    calls: int  # calls recorded on this communicator
+    completed: int  # calls known to have completed
+
+
+@dataclass(frozen=True)
+class GroupView:
+    """One communicator as the reporters show it."""
+
+    group: str  # stable readable id: "tp:1", "dp:0", or the recorder's name
+    desc: str | None
+    family: str | None
+    ranks: tuple[int, ...]
+    positions: tuple[RankPosition, ...]
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    hangdoc_version: str
+    inputs: tuple[str, ...]
+    verdict: Verdict
+    findings: tuple[Finding, ...]
+    groups: tuple[GroupView, ...] = ()
+    checked: tuple[str, ...] = ()  # what the passes looked at, for no_fault_found and the report footer
+    notes: tuple[str, ...] = ()  # input notes: files skipped, ranks without a trace file...
+    rank_labels: Mapping[int, str] = field(default_factory=dict)  # 6 -> "DP 1, TP rank 2"

@@ -1,0 +1,80 @@
+"""Importers: turn artifacts people already have (dumps, traces, stack text) into bundle rows.
+
+Each importer module exposes:
+    NAME: str
+    def matches(path: Path) -> bool         # cheap sniff of one file (name and first bytes)
+    def read(files: list[Path]) -> Bundle   # all matching files of one input at once
+A directory is read by handing each importer the files it claims, so an importer sees every rank's
+file together (group membership is often only inferable across ranks).
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+from hangdoc.bundle import Bundle
+from hangdoc.errors import HangdocError, InputError
+
+# Order matters: the first importer that matches a file claims it.
+IMPORTER_MODULES: tuple[str, ...] = (
+    "hangdoc.importers.flight_recorder",
+    "hangdoc.importers.jsonl",
+)
+
+
+def importers() -> list[ModuleType]:
+    return [importlib.import_module(name) for name in IMPORTER_MODULES]
+
+
+def _files_of(path: Path) -> list[Path]:
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+
+
+def load_path(path: str | Path) -> Bundle:
+    """One input (a bundle dir, a dump/trace dir, or a single file) as a bundle."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or directory")
+    if Bundle.is_bundle(p):
+        bundle = Bundle.open(p)
+    else:
+        claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
+        mods = importers()
+        for f in _files_of(p):
+            for mod in mods:
+                try:
+                    ok = mod.matches(f)
+                except OSError:
+                    ok = False
+                if ok:
+                    claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
+                    break
+        if not claimed:
+            what = "directory" if p.is_dir() else "file"
+            raise InputError(
+                f"{p}: {what} holds no hangdoc bundle, Flight Recorder dump or collective trace hangdoc can read"
+            )
+        parts = []
+        for mod, files in claimed.values():
+            try:
+                parts.append(mod.read(files))
+            except HangdocError:
+                raise
+            except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
+                raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
+        bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
+    bundle.manifest.setdefault("inputs", [])
+    if str(p) not in bundle.manifest["inputs"]:
+        bundle.manifest["inputs"].append(str(p))
+    return bundle
+
+
+def load_inputs(paths: list[str | Path]) -> Bundle:
+    """All inputs merged into one bundle."""
+    if not paths:
+        raise InputError("no input given")
+    bundles = [load_path(p) for p in paths]
+    return bundles[0] if len(bundles) == 1 else Bundle.merge(bundles)

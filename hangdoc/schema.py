@@ -1,0 +1,213 @@
+"""Every bundle table's Arrow schema and the bundle format version.
+
+This is the only module that defines columns. Collectors and importers build rows (dicts) or pyarrow
+tables of these schemas and hand them to a Bundle; analysis reads them back by these names.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+
+BUNDLE_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+
+_i64 = pa.int64()
+_f64 = pa.float64()
+_str = pa.string()
+_bool = pa.bool_()
+_ints = pa.list_(pa.int64())
+_shapes = pa.list_(pa.list_(pa.int64()))
+_strs = pa.list_(pa.string())
+
+# Collective call states, in the order a call goes through them.
+STATES = ("issued", "started", "completed", "unknown")
+
+PROCESSES = pa.schema(
+    [
+        ("host", _str),
+        ("pid", _i64),
+        ("ppid", _i64),
+        ("parent_alive", _bool),
+        ("create_time", _f64),
+        ("status", _str),  # psutil status, or "gone" when it exited mid-capture
+        ("exe", _str),
+        ("cmdline", _strs),
+        ("title", _str),
+        ("role", _str),  # worker / engine / api / launcher / other
+        ("global_rank", _i64),
+        ("local_rank", _i64),
+        ("world_size", _i64),
+        ("tp_rank", _i64),
+        ("dp_rank", _i64),
+        ("pp_rank", _i64),
+        ("ep_rank", _i64),
+        ("gpu_indices", _ints),
+        ("rank_source", _str),  # trace / env / title / log / argv
+        ("env", pa.map_(_str, _str)),  # allow-listed, secrets redacted
+        ("stdout_path", _str),
+        ("stderr_path", _str),
+    ]
+)
+
+THREAD_SAMPLES = pa.schema(
+    [
+        ("host", _str),
+        ("pid", _i64),
+        ("tid", _i64),
+        ("comm", _str),
+        ("sample", _i64),
+        ("t", _f64),
+        ("state", _str),  # R S D Z T ...
+        ("wchan", _str),
+        ("utime", _f64),  # seconds
+        ("stime", _f64),
+        ("voluntary_ctxt_switches", _i64),
+        ("nonvoluntary_ctxt_switches", _i64),
+        ("syscall", _str),  # /proc/PID/task/TID/syscall first field, "running", or null
+    ]
+)
+
+KERNEL_STACKS = pa.schema(
+    [
+        ("host", _str),
+        ("pid", _i64),
+        ("tid", _i64),
+        ("frames", _strs),
+    ]
+)
+
+PY_FRAMES = pa.schema(
+    [
+        ("host", _str),
+        ("pid", _i64),
+        ("tid", _i64),
+        ("thread_name", _str),
+        ("sample", _i64),
+        ("depth", _i64),  # 0 = innermost frame
+        ("function", _str),
+        ("file", _str),
+        ("line", _i64),
+        ("native", _bool),
+        ("idle", _bool),
+        ("source", _str),  # py-spy / faulthandler / text / vllm-stack-dump
+    ]
+)
+
+GPU_SAMPLES = pa.schema(
+    [
+        ("host", _str),
+        ("gpu", _i64),
+        ("uuid", _str),
+        ("bus_id", _str),
+        ("name", _str),
+        ("sample", _i64),
+        ("t", _f64),
+        ("sm_util", _f64),  # percent
+        ("mem_bw_util", _f64),  # percent
+        ("mem_used", _i64),  # bytes
+        ("mem_total", _i64),
+        ("power_w", _f64),
+        ("sm_clock_mhz", _f64),
+        ("temperature_c", _f64),
+        ("xid", _i64),
+        ("ecc_uncorrected", _i64),
+        ("source", _str),  # nvml / nvidia-smi
+    ]
+)
+
+GPU_PROCESSES = pa.schema(
+    [
+        ("host", _str),
+        ("gpu", _i64),
+        ("uuid", _str),
+        ("pid", _i64),
+        ("used_memory", _i64),
+    ]
+)
+
+COLLECTIVES = pa.schema(
+    [
+        ("host", _str),
+        ("rank", _i64),  # global rank
+        ("pid", _i64),
+        ("group", _str),  # the name the recorder gave the communicator ("0", "tp:0", ...)
+        ("group_desc", _str),  # readable description ("tp:1", FR pg_desc); may be null
+        ("group_ranks", _ints),  # member global ranks, sorted; null when unknown
+        ("group_size", _i64),
+        ("rank_in_group", _i64),
+        ("seq", _i64),  # per-communicator sequence number, 1-based
+        ("op", _str),  # normalised: all_reduce, all_gather, all_gatherv, reduce_scatter, broadcast, send, recv...
+        ("reduce_op", _str),  # SUM, AVG, MAX ... or null
+        ("dtype", _str),
+        ("in_shapes", _shapes),
+        ("out_shapes", _shapes),
+        ("in_numel", _i64),
+        ("out_numel", _i64),
+        ("peer", _i64),  # p2p peer or root, global rank
+        ("t_issue", _f64),  # unix seconds
+        ("state", _str),  # one of STATES
+        ("source", _str),  # hangdoc-trace / flight-recorder / jsonl
+        ("record_id", _i64),  # the recorder's own id (FR record_id); never used for alignment
+        ("call_site", _str),
+    ]
+)
+
+LOG_EVENTS = pa.schema(
+    [
+        ("host", _str),
+        ("file", _str),
+        ("line_no", _i64),
+        ("t", _f64),
+        ("pid", _i64),
+        ("rank", _i64),
+        ("signature", _str),
+        ("severity", _str),
+        ("text", _str),
+        ("context", _strs),
+    ]
+)
+
+TABLES: dict[str, pa.Schema] = {
+    "processes": PROCESSES,
+    "thread_samples": THREAD_SAMPLES,
+    "kernel_stacks": KERNEL_STACKS,
+    "py_frames": PY_FRAMES,
+    "gpu_samples": GPU_SAMPLES,
+    "gpu_processes": GPU_PROCESSES,
+    "collectives": COLLECTIVES,
+    "log_events": LOG_EVENTS,
+}
+
+
+def empty(name: str) -> pa.Table:
+    """An empty table of the named schema."""
+    return TABLES[name].empty_table()
+
+
+def table_from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
+    """Build a table of the named schema from dicts; missing keys become null, unknown keys are an error."""
+    schema = TABLES[name]
+    rows = list(rows)
+    known = set(schema.names)
+    for row in rows:
+        extra = set(row) - known
+        if extra:
+            raise KeyError(f"{name}: unknown column(s) {sorted(extra)}")
+    columns = {f.name: [row.get(f.name) for row in rows] for f in schema}
+    return pa.Table.from_pydict(columns, schema=schema)
+
+
+def conform(name: str, table: pa.Table) -> pa.Table:
+    """Cast a table to the named schema: add missing columns as nulls, order and type them as the schema says."""
+    schema = TABLES[name]
+    unknown = set(table.column_names) - set(schema.names)
+    if unknown:
+        raise KeyError(f"{name}: unknown column(s) {sorted(unknown)}")
+    arrays = []
+    for field in schema:
+        if field.name in table.column_names:
+            arrays.append(table.column(field.name).cast(field.type))
+        else:
+            arrays.append(pa.nulls(table.num_rows, field.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
