@@ -1,0 +1,1 @@
+"""Capture: snapshot a hung node into a bundle without disturbing the job."""
