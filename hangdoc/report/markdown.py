@@ -1,0 +1,253 @@
+"""The Markdown report, shaped for a GitHub issue comment.
+
+Verdict and explanation first (what a maintainer reads), then the communicator around the first divergence, then
+everything else folded into <details>. Capped below GitHub's 65536-character comment limit: sections are filled
+item by item and what does not fit is counted in a note, never cut mid-table or mid-code-block.
+"""
+from __future__ import annotations
+
+import json
+
+from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GroupView
+from hangdoc.report.condense import (
+    call_classes,
+    class_seqs,
+    collapse_positions,
+    culprits,
+    divergence_finding,
+    explanation,
+    ordered_groups,
+    rank_name,
+    ranks_phrase,
+    sentence,
+    verdict_finding,
+)
+from hangdoc.report.jsonreport import json_ready
+
+LIMIT = 60_000  # GitHub allows 65536 characters per comment; leave room for a line of the user's own
+MAX_COLUMNS = 4
+HEAD_ROWS = 20
+GROUP_ROWS = 12
+FINDING_EVIDENCE = 20
+LINE_CHARS = 500
+DETAILS_CHARS = 3000
+_RESERVE = 500  # kept free for the truncation notes
+
+
+def render(d: Diagnosis, limit: int = LIMIT) -> str:
+    doc = _Doc(limit)
+    doc.head(_head(d))
+    main = verdict_finding(d)
+    if main is not None and main.evidence:
+        doc.details(f"Evidence ({len(main.evidence)} lines)", "```text\n",
+                    [_line(e) + "\n" for e in main.evidence], "```\n", share=0.2)
+    if d.findings:
+        doc.details(f"Findings ({len(d.findings)})", "", [_finding(d, i, f) for i, f in enumerate(d.findings, 1)], "",
+                    share=0.35)
+    if d.groups:
+        views = ordered_groups(d)
+        doc.details(f"Communicators ({len(views)})", "", [_group(d, v, GROUP_ROWS) for v in views], "", share=0.25)
+    doc.details("Notes, checks and inputs", "", _footer(d), "", share=0.1)
+    return doc.text()
+
+
+class _Doc:
+    """Appends blocks while they fit in `limit` characters and counts what was left out."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.parts: list[str] = []
+        self.size = 0
+        self.omitted = 0
+
+    def _add(self, text: str) -> None:
+        self.parts.append(text)
+        self.size += len(text)
+
+    def _room(self) -> int:
+        return self.limit - _RESERVE - self.size
+
+    def head(self, text: str) -> None:
+        if len(text) > self._room():  # only a pathological summary gets here: cut at a line boundary
+            cut = text[: max(self._room(), 0)].rsplit("\n", 1)[0]
+            self.omitted += 1
+            text = cut + "\n\n"
+        self._add(text)
+
+    def details(self, title: str, prefix: str, items: list[str], suffix: str, share: float) -> None:
+        """A folded section of whole items, at most `share` of the limit so one long section cannot starve the
+        ones after it."""
+        opening = f"<details><summary>{_md(title)}</summary>\n\n{prefix}"
+        closing = f"{suffix}\n</details>\n\n"
+        if len(opening) + len(closing) > self._room():
+            self.omitted += max(len(items), 1)
+            return
+        end = self.size + min(self._room(), int(self.limit * share))
+        self._add(opening)
+        kept = 0
+        for item in items:
+            if self.size + len(item) + len(closing) > end:
+                break
+            self._add(item)
+            kept += 1
+        self._add(suffix)
+        if kept < len(items):
+            self.omitted += len(items) - kept
+            self._add(f"\n_... {len(items) - kept} more not shown: the report is capped at {self.limit} characters._\n")
+        self._add("\n</details>\n\n")
+
+    def text(self) -> str:
+        out = "".join(self.parts)
+        if self.omitted:
+            out += (f"> Report truncated to fit a GitHub comment ({self.limit} characters): {self.omitted} items "
+                    "left out. `hangdoc analyze --format json` has all of them.\n")
+        return out
+
+
+def _head(d: Diagnosis) -> str:
+    v = d.verdict
+    bad = culprits(d)
+    if v.kind == NO_FAULT_FOUND:
+        title = "## hangdoc: no fault found"
+    else:
+        who = ", ".join(rank_name(r, d.rank_labels) for r in bad[:4])
+        if len(bad) > 4:
+            who += f" and {len(bad) - 4} more"
+        title = f"## hangdoc: {_md(v.kind)}" + (f" on `{_code(v.group)}`" if v.group else "")
+        title += f", {_md(who)}" if who else ""
+    out = [title, "", f"**Verdict:** {_md(sentence(v.summary))}", ""]
+    more = explanation(d)
+    if more:
+        out += [_md(more), ""]
+    div = divergence_finding(d)
+    if div is not None:
+        out.append(_divergence(d, div))
+    group = v.group or (div.group if div is not None else None)
+    view = next((g for g in d.groups if g.group == group), None)
+    if view is not None:
+        out.append(_group(d, view, HEAD_ROWS))
+    return "\n".join(out) + "\n"
+
+
+def _divergence(d: Diagnosis, f: Finding) -> str:
+    """The ops at the divergence side by side: one column per distinct op, identical peers share a column."""
+    bad = set(culprits(d)) | (set(f.ranks) if f.role == "cause" else set())
+    classes = call_classes(f.calls, bad)
+    shown, hidden = classes[:MAX_COLUMNS], classes[MAX_COLUMNS:]
+    where = f" on `{_code(f.group)}`" if f.group else ""
+    at = f" at seq {f.seq}" if f.seq is not None else ""
+    heads = ["seq"]
+    for cls in shown:
+        name = _cell(ranks_phrase(cls.ranks, d.rank_labels, max_parts=6))
+        heads.append(f"**{name}** (culprit)" if cls.culprit else f"{name} ({len(cls.ranks)})")
+    if hidden:
+        heads.append(f"... {len(hidden)} more variants")
+    lines = [f"### First divergence{where}{at}", "", "| " + " | ".join(heads) + " |",
+             "|---:" + "|---" * (len(heads) - 1) + "|"]
+    for seq in class_seqs(classes):
+        cells = ["?" if seq is None else str(seq)]
+        for cls in shown:
+            call = cls.at(seq)
+            if call is None:
+                cells.append("-")
+            else:
+                op = f"`{_code(call.label())}`"
+                cells.append(f"**{op}** {_cell(call.state)}" if cls.culprit else f"{op} {_cell(call.state)}")
+        if hidden:
+            cells.append(f"{sum(len(c.ranks) for c in hidden)} ranks")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def _group(d: Diagnosis, view: GroupView, max_rows: int) -> str:
+    """One communicator: members that stand at the same place share a row."""
+    desc = f" ({_md(view.desc)})" if view.desc and view.desc != view.group else ""
+    rows = collapse_positions(view, culprits(d))
+    lines = [f"#### Communicator `{_code(view.group)}`{desc}: {len(view.ranks)} ranks", "",
+             "| ranks | last seq | last op | state | calls | done | |", "|---|---:|---|---|---:|---:|---|"]
+    for row in rows[:max_rows]:
+        ranks = _cell(ranks_phrase(row.ranks, d.rank_labels, max_parts=8))
+        flag = "**culprit**" if row.culprit else "differs" if row.differs else ""
+        if row.culprit:
+            ranks = f"**{ranks}**"
+        p = row.position
+        if p is None:
+            lines.append(f"| {ranks} | - | no trace | - | - | - | {flag} |")
+            continue
+        seq = "-" if p.last_seq is None else str(p.last_seq)
+        op = f"`{_code(p.last_op)}`" if p.last_op else "-"
+        lines.append(f"| {ranks} | {seq} | {op} | {_cell(p.state or '-')} | {p.calls} | {p.completed} | {flag} |")
+    if len(rows) > max_rows:
+        more = rows[max_rows:]
+        lines.append(f"| ... {len(more)} more rows ({sum(len(r.ranks) for r in more)} ranks) | | | | | | |")
+    return "\n".join(lines) + "\n\n"
+
+
+def _finding(d: Diagnosis, index: int, f: Finding) -> str:
+    head = f"**{index}. {_md(f.kind)}**" + (f" x{f.count}" if f.count > 1 else "") + f" ({_md(f.role)})"
+    if f.group:
+        head += f" on `{_code(f.group)}`"
+    if f.seq is not None:
+        head += f" at seq {f.seq}"
+    head += f": {_md(ranks_phrase(f.ranks, d.rank_labels))}"
+    facts = []
+    if f.op:
+        facts.append(f"op `{_code(f.op)}`")
+    if f.expected_op:
+        facts.append(f"expected `{_code(f.expected_op)}`")
+    if f.swap is not None:
+        facts.append(f"swap: {f.swap.calls} calls from `{_code(f.swap.from_group)}` to `{_code(f.swap.to_group)}`")
+    if f.waiting_ranks:
+        facts.append(f"waiting: {_md(ranks_phrase(f.waiting_ranks, d.rank_labels))}")
+    out = [head, ""]
+    if facts:
+        out += ["; ".join(facts), ""]
+    out += [_md(f.summary), ""]
+    if f.evidence and f is verdict_finding(d):
+        out += ["_Evidence: see above._", ""]
+    elif f.evidence:
+        lines = [_line(e) for e in f.evidence[:FINDING_EVIDENCE]]
+        if len(f.evidence) > FINDING_EVIDENCE:
+            lines.append(f"... {len(f.evidence) - FINDING_EVIDENCE} more lines")
+        out += ["```text", *lines, "```", ""]
+    if f.details:
+        text = json.dumps(json_ready(f.details), indent=1, ensure_ascii=False).replace("```", "'''")
+        if len(text) > DETAILS_CHARS:
+            text = text[:DETAILS_CHARS] + "\n... (cut)"
+        out += ["```json", text, "```", ""]
+    return "\n".join(out) + "\n"
+
+
+def _footer(d: Diagnosis) -> list[str]:
+    items = []
+    if d.notes:
+        items.append("**Notes**\n\n")
+        items += [f"- {_md(_line(n))}\n" for n in d.notes]
+        items.append("\n")
+    if d.checked:
+        items.append("**Checked**\n\n")
+        items += [f"- {_md(_line(c))}\n" for c in d.checked]
+        items.append("\n")
+    items.append(f"**Inputs** ({len(d.inputs)})\n\n")
+    items += [f"- `{_code(_line(i))}`\n" for i in sorted(d.inputs)]
+    items.append(f"\nhangdoc {_md(d.hangdoc_version)}\n")
+    return items
+
+
+def _md(text: object) -> str:
+    """Plain text safe in Markdown prose: no raw HTML."""
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _cell(text: object) -> str:
+    return _md(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _code(text: object) -> str:
+    """Inside `code` spans, which also sit in table cells."""
+    return str(text).replace("`", "'").replace("|", "\\|").replace("\n", " ")
+
+
+def _line(text: object) -> str:
+    s = str(text).replace("```", "'''").replace("\n", " ")
+    return s if len(s) <= LINE_CHARS else s[:LINE_CHARS] + " ..."
