@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
@@ -94,3 +95,15 @@ def test_no_fault_found_has_no_culprit():
     assert out["verdict"]["culprit_ranks"] == [] and out["verdict"]["group"] is None
     assert out["findings"][0]["kind"] == NO_FAULT_FOUND and out["findings"][0]["ranks"] == list(range(8))
     assert len(out["checked"]) == 3
+
+
+def test_documented_example_has_the_same_shape_as_the_output():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "report-json.md").read_text(encoding="utf-8")
+    example = json.loads(doc.split("```json\n", 1)[1].split("```", 1)[0])
+    out = to_dict(seed001())
+    assert list(example) == list(out)
+    assert list(example["verdict"]) == list(out["verdict"])
+    assert [list(f) for f in example["findings"]] == [list(f) for f in out["findings"][:3]]
+    assert list(example["findings"][0]["calls"][0]) == list(out["findings"][0]["calls"][0])
+    assert list(example["groups"][0]) == list(out["groups"][0])
+    assert list(example["groups"][0]["positions"][0]) == list(out["groups"][0]["positions"][0])
