@@ -62,3 +62,22 @@ def test_render_rejects_unknown_format_and_unwritable_output(tmp_path):
         render(seed001(), "html5", None)
     with pytest.raises(HangdocError, match="cannot write report"):
         render(seed001(), "json", tmp_path / "missing-dir" / "r.json")
+
+
+def test_a_sparse_diagnosis_renders_in_every_format():
+    """Passes may leave most fields empty: no groups, no calls, no labels, a member without a trace."""
+    from hangdoc.analysis.model import Diagnosis, Finding, Verdict
+    from hangdoc.report import render_text
+
+    d = Diagnosis(
+        hangdoc_version="0.1.0", inputs=(),
+        verdict=Verdict(kind="missing_rank", culprit_ranks=(3,), group=None, summary="rank 3 left no trace"),
+        findings=(Finding(kind="missing_rank", ranks=(3,), summary="rank 3 left no trace"),),
+        groups=(GroupView("pg0", None, None, ranks=(0, 3), positions=(
+            RankPosition(0, None, None, None, 0, 0),)),),
+    )
+    text = render_text(d, "text")
+    assert "rank 3" in text and "no trace" in text
+    md = render_text(d, "markdown")
+    assert md.startswith("## hangdoc: missing_rank, rank 3\n") and "| **rank 3** | - | no trace |" in md
+    assert '"culprit_ranks": [\n      3\n    ]' in render_text(d, "json")
