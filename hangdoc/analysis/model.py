@@ -114,6 +114,36 @@ class GroupView:
 
 
 @dataclass(frozen=True)
+class AlignmentWindow:
+    """Each member's calls on one communicator around its first divergence: the columns of the HTML picture."""
+
+    group: str
+    seq: int | None  # the first position where members disagree (or stop); None when they never do
+    ranks: tuple[int, ...]  # members, including any that left no call in the window
+    calls: tuple[OpCall, ...]  # every member's calls in the window (a few positions either side of `seq`)
+
+
+@dataclass(frozen=True)
+class WaitEdge:
+    """`rank` is blocked waiting for `waits_on` (on `group` when known): one arrow of the wait-for graph."""
+
+    rank: int
+    waits_on: int
+    group: str | None = None
+
+
+@dataclass(frozen=True)
+class GpuSeries:
+    """One GPU's samples over the capture, for sparklines (percent; NaN where a sample lacks the metric)."""
+
+    host: str
+    gpu: int
+    rank: int | None
+    sm_util: tuple[float, ...]
+    mem_bw_util: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     hangdoc_version: str
     inputs: tuple[str, ...]
@@ -123,3 +153,7 @@ class Diagnosis:
     checked: tuple[str, ...] = ()  # what the passes looked at, for no_fault_found and the report footer
     notes: tuple[str, ...] = ()  # input notes: files skipped, ranks without a trace file...
     rank_labels: Mapping[int, str] = field(default_factory=dict)  # 6 -> "DP 1, TP rank 2"
+    alignment: tuple[AlignmentWindow, ...] = ()  # verdict's communicator first
+    wait_for: tuple[WaitEdge, ...] = ()
+    gpus: tuple[GpuSeries, ...] = ()
+    environment: Mapping[str, str] = field(default_factory=dict)  # "torch" -> "2.13.0", "nccl" -> "2.27.3"...
