@@ -1,0 +1,474 @@
+"""Stack equivalence classes, as LLNL STAT builds them, for Python and native frames.
+
+Each rank's main thread (or the thread it has inside a collective) is placed in a prefix tree of
+frames; ranks standing at the same place form one class. In a hang the large class is usually the
+ranks that did the expected thing and wait; a small class standing somewhere else is the suspect.
+Framework frames are recognised so a class can be said to be "in a collective" (and which one),
+"in teardown", "idle waiting for work" or "in the model". Across samples, a rank whose stack never
+changes is frozen; one whose stack moves is still progressing.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import pyarrow as pa
+
+from hangdoc.analysis.model import STACK_DIVERGENCE, Finding
+
+COLLECTIVE = "collective"
+TEARDOWN = "teardown"
+IDLE = "idle"
+MODEL = "model"
+OTHER = "other"
+
+_CATEGORY_TEXT = {
+    COLLECTIVE: "in a collective",
+    TEARDOWN: "in teardown",
+    IDLE: "idle waiting for work",
+    MODEL: "in the model",
+    OTHER: "elsewhere",
+}
+
+# Normalised op names, matched on the lowercased function name with underscores removed. Longer
+# names first: "allgatherv" before "allgather", "allreduce" before "reduce".
+_OPS: tuple[tuple[str, str], ...] = (
+    ("reducescatterv", "reduce_scatterv"),
+    ("reducescatter", "reduce_scatter"),
+    ("allgatherv", "all_gatherv"),
+    ("allgather", "all_gather"),
+    ("allreduce", "all_reduce"),
+    ("alltoall", "all_to_all"),
+    ("broadcast", "broadcast"),
+    ("bcast", "broadcast"),
+    ("barrier", "barrier"),
+    ("batchisendirecv", "send_recv"),
+    ("sendrecv", "send_recv"),
+    ("isend", "send"),
+    ("irecv", "recv"),
+    ("send", "send"),
+    ("recv", "recv"),
+    ("gather", "gather"),
+    ("scatter", "scatter"),
+    ("reduce", "reduce"),
+)
+
+# Python files whose collective-named functions are communication (torch, vLLM, SGLang).
+_COMM_FILES = re.compile(
+    r"(torch/distributed/distributed_c10d\.py|torch/distributed/_functional_collectives\.py"
+    r"|torch/distributed/c10d_logger\.py|/distributed/parallel_state\.py|/distributed/communication_op\.py"
+    r"|/distributed/device_communicators/|/srt/distributed/|tensorrt_llm/_torch/distributed/"
+    r"|tensorrt_llm/mapping|/pynccl[^/]*\.py)"
+)
+_NATIVE_COMM = re.compile(r"^(nccl|gloo::|c10d::ProcessGroup|c10d::.*Work|ncclDevKernel|ncclKernel)")
+_TEARDOWN_NAMES = {
+    "destroy_process_group", "ncclCommDestroy", "ncclCommAbort", "commDestroySync", "commReclaim",
+    "ncclCommFinalize", "destroy_model_parallel", "destroy_distributed_environment",
+    "cleanup_dist_env_and_memory",
+}
+_TEARDOWN_IN_COMM = {"destroy", "abort", "shutdown", "_shutdown", "_abort", "finalize"}
+_IDLE = (
+    (re.compile(r"shm_broadcast\.py$"), {"acquire_read", "dequeue"}),
+    (re.compile(r""), {"_broadcast_reqs_across_ranks"}),
+    (re.compile(r"/srt/managers/scheduler\.py$"), {"recv_requests"}),
+    (re.compile(r"(^|/)(queue|queues)\.py$"), {"get"}),
+    (re.compile(r"multiprocessing/connection\.py$"), {"recv", "recv_bytes", "_recv", "poll", "wait"}),
+    (re.compile(r"(^|/)selectors\.py$"), {"select"}),
+    (re.compile(r"zmq/"), {"recv", "recv_multipart", "recv_pyobj", "poll"}),
+)
+_MODEL_FILES = re.compile(r"(torch/nn/modules/module\.py|/model_executor/models/|/srt/models/|tensorrt_llm/models/)")
+_MODEL_NAMES = {"forward", "execute_model", "_model_forward", "model_forward", "_call_impl", "_wrapped_call_impl"}
+# Decorator layers that say nothing about where a rank is.
+_WRAPPERS = {"wrapper", "inner", "_fn", "decorate_context", "_call_impl", "_wrapped_call_impl", "__call__"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    function: str
+    file: str
+    line: int | None
+    native: bool
+
+    @property
+    def short(self) -> str:
+        """The function's own name: py-spy qualifies methods ("GroupCoordinator.all_reduce")."""
+        name = self.function.split("(")[0]
+        return re.split(r"\.|::", name)[-1] if not self.native else name.split("::")[-1]
+
+    def label(self) -> str:
+        base = self.file.replace("\\", "/").rsplit("/", 1)[-1] if self.file else "?"
+        return f"{self.function} ({base}:{self.line})" if self.line else f"{self.function} ({base})"
+
+
+def op_of(name: str) -> str | None:
+    """The normalised collective op a function name stands for, if any."""
+    flat = name.lower().replace("_", "")
+    for key, op in _OPS:
+        if key in flat:
+            return op
+    return None
+
+
+def classify_frame(frame: Frame) -> tuple[str, str | None] | None:
+    """(category, op) for a framework frame this pass recognises, else None."""
+    file = (frame.file or "").replace("\\", "/")
+    short = frame.short
+    if frame.native:
+        if frame.function.split("(")[0] in _TEARDOWN_NAMES or short in _TEARDOWN_NAMES:
+            return TEARDOWN, None
+        if re.match(r"^c10d::ProcessGroup\w*::(abort|shutdown)", frame.function):
+            return TEARDOWN, None
+        if _NATIVE_COMM.match(frame.function):
+            return COLLECTIVE, op_of(frame.function)
+        return None
+    if short in _TEARDOWN_NAMES:
+        return TEARDOWN, None
+    for pattern, names in _IDLE:
+        if short in names and pattern.search(file):
+            return IDLE, None
+    if _COMM_FILES.search(file):
+        if short in _TEARDOWN_IN_COMM:
+            return TEARDOWN, None
+        op = op_of(short)
+        if op is not None:
+            return COLLECTIVE, op
+    if _MODEL_FILES.search(file) or short in _MODEL_NAMES:
+        return MODEL, None
+    return None
+
+
+@dataclass
+class Placement:
+    """Where one thread stands: its category, the op, the frame that decided it and the class key."""
+
+    category: str
+    op: str | None
+    anchor: int  # index into the stack (innermost first) of the deciding frame
+    key: tuple[Any, ...]
+    where: str
+
+
+def place(stack: Sequence[Frame]) -> Placement:
+    """Classify a stack (innermost frame first). Precedence: teardown, idle, collective, model."""
+    found: dict[str, list[tuple[int, str | None]]] = defaultdict(list)
+    for i, frame in enumerate(stack):
+        hit = classify_frame(frame)
+        if hit is not None:
+            found[hit[0]].append((i, hit[1]))
+    if found.get(TEARDOWN):
+        category, (anchor, op) = TEARDOWN, found[TEARDOWN][-1]
+    elif found.get(IDLE):
+        category, (anchor, op) = IDLE, found[IDLE][-1]
+    elif found.get(COLLECTIVE):
+        # The outermost communication frame is the API the program called (broadcast_object_list, not
+        # the broadcast inside it); its op is the one that names where the rank is.
+        category, (anchor, op) = COLLECTIVE, found[COLLECTIVE][-1]
+        if op is None:
+            op = next((o for _, o in reversed(found[COLLECTIVE]) if o), None)
+    elif found.get(MODEL):
+        category, anchor, op = MODEL, _first_python(stack), None
+    else:
+        category, anchor, op = OTHER, _first_python(stack), None
+    if category in (MODEL, OTHER):
+        # Inside model code the innermost frames are the position; native frames there are noise.
+        key_frames = [f for f in stack if not f.native]
+    else:
+        # Whatever runs inside the collective API differs between ranks for no reason that matters.
+        key_frames = [f for f in stack[anchor:] if not f.native or f is stack[anchor]]
+    key = (category, op, tuple((f.function, f.file, f.line) for f in key_frames))
+    return Placement(category, op, anchor, key, describe(stack, anchor))
+
+
+def _first_python(stack: Sequence[Frame]) -> int:
+    return next((i for i, f in enumerate(stack) if not f.native), 0)
+
+
+def describe(stack: Sequence[Frame], anchor: int, limit: int = 4) -> str:
+    """'all_gather <- step <- main <- ...': the anchor frame and its callers, wrappers left out."""
+    if not stack:
+        return "(no frames)"
+    names: list[str] = []
+    for frame in stack[anchor:]:
+        if frame.native and names:
+            continue
+        if names and frame.short in _WRAPPERS:
+            continue
+        names.append(frame.function)
+    text = " <- ".join(names[:limit])
+    return text + (" <- ..." if len(names) > limit else "")
+
+
+# --- per-rank view ----------------------------------------------------------------------------------
+@dataclass
+class ThreadView:
+    tid: int | None
+    name: str | None
+    stacks: dict[int, tuple[Frame, ...]]  # sample -> stack
+
+    def last(self) -> tuple[Frame, ...]:
+        return self.stacks[max(self.stacks)]
+
+
+@dataclass
+class RankView:
+    ident: Any  # global rank, or ("pid", host, pid) when no rank is known
+    label: str
+    rank: int | None
+    host: str | None
+    pid: int | None
+    thread: ThreadView
+    placement: Placement
+    progress: str  # frozen / progressing / one sample
+    samples: int
+    others_in_collective: list[str] = field(default_factory=list)
+
+
+def _is_main(pid: int | None, t: ThreadView) -> bool:
+    return t.name == "MainThread" or (pid is not None and t.tid == pid)
+
+
+def _pick_thread(pid: int | None, threads: list[ThreadView]) -> tuple[ThreadView, Placement, list[str]]:
+    main = next((t for t in threads if _is_main(pid, t)), None)
+    if main is None:  # faulthandler text names no thread: the main one runs <module> at the bottom
+        main = next((t for t in threads if t.last() and t.last()[-1].function == "<module>"), threads[0])
+    placed = {id(t): place(t.last()) for t in threads}
+    chosen = main
+    if placed[id(main)].category not in (COLLECTIVE, TEARDOWN):
+        busy = [t for t in threads if placed[id(t)].category in (COLLECTIVE, TEARDOWN)]
+        if busy:
+            chosen = busy[0]
+    others = [
+        f"thread {t.name or t.tid} also {_CATEGORY_TEXT[placed[id(t)].category]}: {placed[id(t)].where}"
+        for t in threads
+        if t is not chosen and placed[id(t)].category in (COLLECTIVE, TEARDOWN)
+    ]
+    return chosen, placed[id(chosen)], others
+
+
+def _rows(table: pa.Table | None, columns: Sequence[str]) -> list[dict[str, Any]]:
+    if table is None or table.num_rows == 0:
+        return []
+    have = [c for c in columns if c in table.column_names]
+    return table.select(have).to_pylist()
+
+
+def _rank_lookup(processes: list[dict[str, Any]], collectives: list[dict[str, Any]]) -> dict[tuple[Any, int], int]:
+    """(host, pid) -> global rank: the processes table first, then the pids traces recorded."""
+    ranks: dict[tuple[Any, int], int] = {}
+    for row in collectives:
+        if row.get("pid") is not None and row.get("rank") is not None:
+            ranks.setdefault((row.get("host"), row["pid"]), row["rank"])
+    for row in processes:
+        if row.get("pid") is not None and row.get("global_rank") is not None:
+            ranks[(row.get("host"), row["pid"])] = row["global_rank"]
+    return ranks
+
+
+def _find_rank(ranks: dict[tuple[Any, int], int], host: Any, pid: int | None) -> int | None:
+    if pid is None:
+        return None
+    if (host, pid) in ranks:
+        return ranks[(host, pid)]
+    loose = {r for (h, p), r in ranks.items() if p == pid and (h is None or host is None)}
+    return loose.pop() if len(loose) == 1 else None
+
+
+def rank_views(
+    py_frames: pa.Table | None,
+    processes: pa.Table | None = None,
+    collectives: pa.Table | None = None,
+) -> list[RankView]:
+    """One view per rank (or per process when no rank is known anywhere)."""
+    frames = _rows(py_frames, ["host", "pid", "tid", "thread_name", "sample", "depth", "function", "file", "line", "native"])
+    if not frames:
+        return []
+    ranks = _rank_lookup(
+        _rows(processes, ["host", "pid", "global_rank"]), _rows(collectives, ["host", "pid", "rank"])
+    )
+    by_proc: dict[tuple[Any, Any], dict[Any, dict[int, list[tuple[int, Frame]]]]] = defaultdict(
+        lambda: defaultdict(lambda: defaultdict(list))
+    )
+    names: dict[tuple[Any, Any, Any], str | None] = {}
+    for r in frames:
+        proc = (r.get("host"), r.get("pid"))
+        tkey = (r.get("tid"), r.get("thread_name"))
+        frame = Frame(str(r.get("function") or "?"), str(r.get("file") or ""), r.get("line"), bool(r.get("native")))
+        by_proc[proc][tkey][int(r.get("sample") or 0)].append((int(r.get("depth") or 0), frame))
+        names[(proc, tkey)] = r.get("thread_name")
+    views: list[RankView] = []
+    seen: set[Any] = set()
+    known = {proc: _find_rank(ranks, *proc) for proc in by_proc}
+    any_rank = any(r is not None for r in known.values())
+    for proc in sorted(by_proc, key=lambda p: (known[p] is None, known[p] if known[p] is not None else 0, str(p[0]), p[1] or 0)):
+        host, pid = proc
+        rank = known[proc]
+        if any_rank and rank is None:
+            continue  # a launcher or API server: not a member, it would only blur the vote
+        threads = [
+            ThreadView(tkey[0], tkey[1], {s: tuple(f for _, f in sorted(fr, key=lambda x: x[0])) for s, fr in samples.items()})
+            for tkey, samples in sorted(by_proc[proc].items(), key=lambda kv: (kv[0][0] or 0))
+        ]
+        chosen, placement, others = _pick_thread(pid, threads)
+        ident: Any = rank if rank is not None else ("pid", host, pid)
+        if ident in seen:
+            continue
+        seen.add(ident)
+        stacks = list(chosen.stacks.values())
+        if len(stacks) < 2:
+            progress = "one sample"
+        else:
+            progress = "frozen" if all(s == stacks[0] for s in stacks) else "progressing"
+        label = f"rank {rank}" if rank is not None else f"pid {pid}"
+        views.append(RankView(ident, label, rank, host, pid, chosen, placement, progress, len(stacks), others))
+    return views
+
+
+def _who(views: Iterable[RankView]) -> str:
+    views = list(views)
+    if all(v.rank is not None for v in views):
+        ranks = sorted(v.rank for v in views)  # type: ignore[type-var]
+        return ("rank " if len(ranks) == 1 else "ranks ") + ",".join(map(str, ranks))
+    if all(v.rank is None for v in views):
+        pids = sorted(v.pid or 0 for v in views)
+        return ("pid " if len(pids) == 1 else "pids ") + ",".join(map(str, pids))
+    return ", ".join(v.label for v in views)
+
+
+def prefix_tree(views: Sequence[RankView]) -> dict[str, Any]:
+    """The merged call-prefix tree (outermost frame at the root), each node listing who passes through it."""
+    root: dict[str, Any] = {"frame": "<all>", "who": [], "children": {}}
+    for v in views:
+        node = root
+        node["who"].append(v.rank if v.rank is not None else v.label)
+        for frame in reversed(v.thread.last()):
+            node = node["children"].setdefault(frame.label(), {"frame": frame.label(), "who": [], "children": {}})
+            node["who"].append(v.rank if v.rank is not None else v.label)
+
+    def freeze(node: dict[str, Any]) -> dict[str, Any]:
+        return {"frame": node["frame"], "who": node["who"], "children": [freeze(c) for c in node["children"].values()]}
+
+    return freeze(root)
+
+
+def _thread_state(samples: list[dict[str, Any]]) -> str | None:
+    """'R, cpu +1.93 s over 3 samples' from the /proc samples of the chosen thread."""
+    if not samples:
+        return None
+    samples = sorted(samples, key=lambda r: r.get("sample") or 0)
+    first, last = samples[0], samples[-1]
+    state = last.get("state") or "?"
+    wchan = last.get("wchan")
+    text = state + (f" ({wchan})" if wchan and wchan != "0" else "")
+    cpu = [(r.get("utime") or 0.0) + (r.get("stime") or 0.0) for r in (first, last)]
+    if len(samples) > 1:
+        text += f", cpu +{cpu[1] - cpu[0]:.2f} s over {len(samples)} samples"
+    return text
+
+
+def stack_divergence(
+    py_frames: pa.Table | None,
+    processes: pa.Table | None = None,
+    collectives: pa.Table | None = None,
+    thread_samples: pa.Table | None = None,
+) -> list[Finding]:
+    """A stack_divergence finding when ranks stand in more than one place, naming the minority."""
+    views = rank_views(py_frames, processes, collectives)
+    if len(views) < 2:
+        return []
+    classes: dict[tuple[Any, ...], list[RankView]] = defaultdict(list)
+    for v in views:
+        classes[v.placement.key].append(v)
+    if len(classes) < 2:
+        return []
+    ordered = sorted(classes.values(), key=lambda members: (-len(members), min(str(m.ident) for m in members)))
+    top = len(ordered[0])
+    majority = [c for c in ordered if len(c) == top]
+    minority = [c for c in ordered if len(c) < top]
+    tie = not minority
+    if tie:  # no class is larger than another: every class is a suspect
+        minority, majority = ordered, []
+
+    def in_collective(c: list[RankView]) -> bool:
+        return c[0].placement.category == COLLECTIVE
+
+    if tie:
+        role = "cause" if sum(in_collective(c) for c in ordered) >= 2 else "symptom"
+    else:
+        role = "cause" if all(in_collective(c) for c in majority) else "symptom"
+    minority_ops = {c[0].placement.op for c in minority if in_collective(c)}
+    op = minority_ops.pop() if len(minority_ops) == 1 and all(in_collective(c) for c in minority) else None
+    majority_ops = {c[0].placement.op for c in majority if in_collective(c)}
+    expected_op = majority_ops.pop() if len(majority_ops) == 1 and not tie else None
+
+    def part(c: list[RankView]) -> str:
+        return f"{_who(c)}: {c[0].placement.where}"
+
+    summary = "; ".join(part(c) for c in minority + majority)
+    if tie:
+        summary = "no majority among the stacks: " + summary
+
+    ts_rows = _rows(thread_samples, ["host", "pid", "tid", "sample", "state", "wchan", "utime", "stime"])
+    ts: dict[tuple[Any, Any, Any], list[dict[str, Any]]] = defaultdict(list)
+    for r in ts_rows:
+        ts[(r.get("host"), r.get("pid"), r.get("tid"))].append(r)
+
+    evidence: list[str] = []
+    for c in minority + majority:
+        pl = c[0].placement
+        what = _CATEGORY_TEXT[pl.category] + (f" ({pl.op})" if pl.op else "")
+        progress = sorted({v.progress for v in c})
+        evidence.append(f"{_who(c)} ({len(c)}/{len(views)}) {what}: {pl.where} [{', '.join(progress)}]")
+    for v in views:
+        state = _thread_state(ts.get((v.host, v.pid, v.thread.tid), []))
+        thread = v.thread.name or v.thread.tid
+        if v.progress != "one sample" or state:
+            line = f"{v.label} thread {thread}: stack {v.progress} over {v.samples} sample(s)"
+            evidence.append(line + (f"; /proc: {state}" if state else ""))
+        evidence.extend(f"{v.label}: {o}" for o in v.others_in_collective)
+
+    culprits = [v for c in minority for v in c]
+    details = {
+        "classes": [
+            {
+                "who": [v.rank if v.rank is not None else v.label for v in c],
+                "pids": [v.pid for v in c],
+                "category": c[0].placement.category,
+                "op": c[0].placement.op,
+                "where": c[0].placement.where,
+                "frames": [f.label() for f in c[0].thread.last()],
+                "progress": {v.label: v.progress for v in c},
+            }
+            for c in minority + majority
+        ],
+        "tie": tie,
+        "tree": prefix_tree(views),
+    }
+    return [
+        Finding(
+            kind=STACK_DIVERGENCE,
+            ranks=tuple(sorted(v.rank for v in culprits if v.rank is not None)),
+            summary=summary,
+            op=op,
+            expected_op=expected_op,
+            evidence=tuple(evidence),
+            waiting_ranks=tuple(sorted(v.rank for c in majority for v in c if v.rank is not None and in_collective(c))),
+            role=role,
+            details=details,
+        )
+    ]
+
+
+def _table(ctx: Any, name: str) -> pa.Table | None:
+    try:
+        return ctx.table(name)
+    except KeyError:
+        return None
+
+
+def stack_classes(ctx: Any) -> list[Finding]:
+    """Analysis pass: stack equivalence classes over the bundle's py_frames (and thread_samples)."""
+    return stack_divergence(
+        _table(ctx, "py_frames"), _table(ctx, "processes"), _table(ctx, "collectives"), _table(ctx, "thread_samples")
+    )
