@@ -103,17 +103,19 @@ def _transient(message: str) -> bool:
     return any(k in low for k in ("failed to get stack", "failed to copy", "failed to read", "error reading"))
 
 
-def _dump_one(binary: str, pid: int, host: str, native: bool, timeout_s: float, sample: int) -> tuple[_Attempt, str | None]:
-    """Dump one target; returns the attempt and, when native was asked for but dropped, py-spy's reason."""
+def _dump_one(binary: str, pid: int, host: str, native: bool, deadline: float, sample: int) -> tuple[_Attempt, str | None]:
+    """Dump one target, all attempts within `deadline`; returns the attempt and, when native was asked
+    for but dropped, py-spy's reason."""
+    left = lambda: max(0.001, deadline - time.monotonic())  # noqa: E731
     native_refused: str | None = None
-    attempt = _run(binary, pid, host, native, timeout_s, sample)
+    attempt = _run(binary, pid, host, native, left(), sample)
     if not attempt.ok and native and not attempt.timed_out and "permission" not in attempt.message.lower():
-        plain = _run(binary, pid, host, False, timeout_s, sample)
+        plain = _run(binary, pid, host, False, left(), sample)
         if plain.ok:
             native_refused = attempt.message
         attempt = plain
     if not attempt.ok and not attempt.timed_out and _transient(attempt.message) and _pid_alive(pid):
-        retry = _run(binary, pid, host, False, timeout_s, sample)
+        retry = _run(binary, pid, host, False, left(), sample)
         if retry.ok:
             attempt = retry
     return attempt, native_refused
@@ -122,7 +124,10 @@ def _dump_one(binary: str, pid: int, host: str, native: bool, timeout_s: float, 
 def collect_py_stacks(
     pids: Sequence[int], host: str, *, native: bool = True, timeout_s: float = 10.0, sample: int = 0
 ) -> CollectorOutput:
-    """py_frames rows for every target py-spy can read; a note for every one it cannot, and why."""
+    """py_frames rows for every target py-spy can read; a note for every one it cannot, and why.
+
+    `timeout_s` bounds the whole collector: every target's dump (with its fallbacks) ends by then.
+    """
     out = CollectorOutput()
     pids = list(dict.fromkeys(int(p) for p in pids))
     if not pids:
@@ -132,10 +137,11 @@ def collect_py_stacks(
         out.notes.append("py-spy not found (it is installed with hangdoc; check the environment): no Python stacks")
         return out
     results: dict[int, tuple[_Attempt, str | None]] = {}
+    deadline = time.monotonic() + timeout_s
     if native:
         # The first target tells whether this py-spy refuses --native with --nonblocking altogether
         # (0.4 does, whatever the target); then the others are not asked twice.
-        results[pids[0]] = _dump_one(binary, pids[0], host, native, timeout_s, sample)
+        results[pids[0]] = _dump_one(binary, pids[0], host, native, deadline, sample)
         refusal = results[pids[0]][1]
         if refusal is not None and "nonblocking" in refusal:
             native = False
@@ -145,14 +151,13 @@ def collect_py_stacks(
         if pid in results:
             continue
         t = threading.Thread(
-            target=lambda p=pid: results.__setitem__(p, _dump_one(binary, p, host, native, timeout_s, sample)),
+            target=lambda p=pid: results.__setitem__(p, _dump_one(binary, p, host, native, deadline, sample)),
             name=f"hangdoc-pyspy-{pid}", daemon=True,
         )
         t.start()
         threads.append(t)
-    deadline = time.monotonic() + 3 * timeout_s + 5
-    for t in threads:
-        t.join(max(0.0, deadline - time.monotonic()))
+    for t in threads:  # every py-spy is killed at the deadline; 3 s more for the kills to land
+        t.join(max(0.0, deadline + 3 - time.monotonic()))
     rows: list[dict[str, Any]] = []
     refused: dict[str, list[int]] = {}
     first_refusal = results[pids[0]][1] if pids[0] in results else None
