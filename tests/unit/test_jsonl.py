@@ -255,3 +255,54 @@ def test_normalize_reduce_op_dtype_state() -> None:
     assert [normalize_state(x) for x in ("scheduled", "started", "running", "retired", "done", "?")] == [
         "issued", "started", "started", "completed", "completed", "unknown"
     ]  # fmt: skip
+
+
+# --- the documentation's examples work ---------------------------------------------------------------------------
+DOC = Path(__file__).resolve().parents[2] / "docs" / "trace-formats.md"
+
+
+def _doc_blocks(lang: str) -> list[str]:
+    text = DOC.read_text()
+    section = text.split("## JSONL collective traces", 1)[1].split("\n## ", 1)[0]
+    parts = section.split(f"```{lang}\n")[1:]
+    return [p.split("```", 1)[0] for p in parts]
+
+
+def test_documented_examples_import(tmp_path: Path) -> None:
+    with_header, without_header = _doc_blocks("jsonl")
+    a = jsonl.read([write(tmp_path / "a.jsonl", *with_header.splitlines())])
+    assert a.notes == []
+    assert [(r["rank"], r["group"], r["seq"], r["op"], r["state"]) for r in rows(a)] == [
+        (6, "dp:0", 1183, "all_reduce", "completed"),
+        (6, "tp:0", 4813, "all_reduce", "completed"),
+        (6, "tp:0", 4814, "all_gatherv", "started"),
+    ]
+    assert rows(a)[2]["t_issue"] == pytest.approx(1767230340.002178)
+    assert rows(a)[0]["group_ranks"] == [2, 6] and rows(a)[1]["group_ranks"] == [4, 5, 6, 7]
+    b = jsonl.read([write(tmp_path / "b.jsonl", *without_header.splitlines())])
+    assert b.notes == []
+    assert [(r["op"], r["reduce_op"], r["dtype"], r["seq"], r["rank_in_group"]) for r in rows(b)] == [
+        ("all_reduce", "SUM", "bfloat16", 1, 2),
+        ("all_gatherv", None, "int32", 2, 2),
+    ]
+
+
+def test_documented_converter_runs(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (converter,) = _doc_blocks("python")
+    (tmp_path / "convert.py").write_text(converter)
+    records = [
+        {"op": "all_reduce", "world_size": 2, "in_shape": [4, 2], "dtype": "torch.int32", "red_op": "RedOpType.SUM", "ts": 1.0},
+        {"op": "all_gatherv", "world_size": 4, "in_shape": [14, 256], "dtype": "torch.int32", "ts": 2.0},
+    ]  # fmt: skip
+    (tmp_path / "flush.json").write_text(json.dumps({"host": "node-15", "pid": 3408431, "records": records}))
+    subprocess.run([sys.executable, "convert.py", "flush.json", "6"], cwd=tmp_path, check=True, timeout=60)
+    f = tmp_path / "rank6.jsonl"
+    assert jsonl.matches(f)
+    got = rows(jsonl.read([f]))
+    assert [(r["rank"], r["host"], r["group"], r["group_ranks"], r["seq"], r["op"], r["reduce_op"]) for r in got] == [
+        (6, "node-15", "dp:0", [2, 6], 1, "all_reduce", "SUM"),
+        (6, "node-15", "tp:0", [4, 5, 6, 7], 1, "all_gatherv", None),
+    ]
