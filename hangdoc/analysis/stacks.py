@@ -422,10 +422,10 @@ def stack_divergence(
         evidence.append(f"{_who(c)} ({len(c)}/{len(views)}) {what}: {pl.where} [{', '.join(progress)}]")
     for v in views:
         state = _thread_state(ts.get((v.host, v.pid, v.thread.tid), []))
-        thread = v.thread.name or v.thread.tid
-        if v.progress != "one sample" or state:
-            line = f"{v.label} thread {thread}: stack {v.progress} over {v.samples} sample(s)"
-            evidence.append(line + (f"; /proc: {state}" if state else ""))
+        parts = [f"stack {v.progress} over {v.samples} samples"] if v.samples > 1 else []
+        parts += [f"/proc: {state}"] if state else []
+        if parts:
+            evidence.append(f"{v.label} {v.thread.name or f'thread {v.thread.tid}'}: " + "; ".join(parts))
         evidence.extend(f"{v.label}: {o}" for o in v.others_in_collective)
 
     culprits = [v for c in minority for v in c]

@@ -137,8 +137,8 @@ def test_progressing_and_frozen_across_samples_with_proc_state():
     assert f.ranks == (2,)
     assert f.details["classes"][0]["progress"] == {"rank 2": "progressing"}
     assert set(f.details["classes"][1]["progress"].values()) == {"frozen"}
-    assert any(e.startswith("rank 2 thread MainThread: stack progressing over 3 sample(s); /proc: R, cpu +1.80 s") for e in f.evidence)
-    assert any(e.startswith("rank 0 thread MainThread: stack frozen") and "S (futex_wait_queue)" in e for e in f.evidence)
+    assert any(e.startswith("rank 2 MainThread: stack progressing over 3 samples; /proc: R, cpu +1.80 s") for e in f.evidence)
+    assert any(e.startswith("rank 0 MainThread: stack frozen") and "S (futex_wait_queue)" in e for e in f.evidence)
 
 
 def test_ranks_from_collectives_and_launcher_left_out():
