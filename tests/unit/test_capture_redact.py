@@ -1,0 +1,56 @@
+"""Env allow-list and secret redaction: what a bundle attached to a bug report may carry."""
+from __future__ import annotations
+
+from hangdoc.capture.redact import REDACTED, redact_argv, redact_env, redact_value, secret_name
+
+
+def test_env_keeps_allow_listed_only_and_redacts_by_name():
+    env = {
+        "RANK": "3",
+        "CUDA_VISIBLE_DEVICES": "0,1,2,3",
+        "NCCL_SOCKET_IFNAME": "eth0",
+        "NCCL_IB_HCA": "mlx5_0,mlx5_1",
+        "MASTER_ADDR": "10.0.0.1",
+        "VLLM_API_KEY": "plain-looking",
+        "SLURM_JOB_PASSWORD": "x",
+        "TORCH_NCCL_TRACE_BUFFER_SIZE": "2000",
+        "HF_TOKEN": "hf_abcdefghijklmnopqrstuvwxyz",  # not allow-listed at all
+        "AWS_SECRET_ACCESS_KEY": "abc",
+        "HOME": "/root",
+        "PATH": "/usr/bin",
+    }
+    out = redact_env(env)
+    assert set(out) == {"RANK", "CUDA_VISIBLE_DEVICES", "NCCL_SOCKET_IFNAME", "NCCL_IB_HCA", "MASTER_ADDR",
+                        "VLLM_API_KEY", "SLURM_JOB_PASSWORD", "TORCH_NCCL_TRACE_BUFFER_SIZE"}
+    assert out["VLLM_API_KEY"] == REDACTED and out["SLURM_JOB_PASSWORD"] == REDACTED
+    assert out["NCCL_IB_HCA"] == "mlx5_0,mlx5_1" and out["TORCH_NCCL_TRACE_BUFFER_SIZE"] == "2000"
+
+
+def test_values_that_look_like_secrets():
+    assert redact_value("hf_" + "a1B2" * 8) == REDACTED
+    assert redact_value("Bearer sk-proj-abcdefghijklmnop1234") == f"Bearer {REDACTED}"
+    assert redact_value("https://user:hunter2@example.com/x") == f"https://user:{REDACTED}@example.com/x"
+    jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U"
+    assert redact_value(jwt) == REDACTED
+    assert redact_value("QWxhZGRpbjpvcGVuIHNlc2FtZQ0aLongB64Value99") == REDACTED
+    # ordinary values survive
+    for value in ("eth0", "0,1,2,3", "/usr/local/cuda-12.4/lib64", "INFO", "10.0.0.1", "ghost",
+                  "6a3f0b9e1c2d4e5f8a7b6c5d4e3f2a1b", "/scratch/user123/nccl_debug_logs/run1abcdefXYZ"):
+        assert redact_value(value) == value
+
+
+def test_secret_names_are_whole_words():
+    for name in ("HF_TOKEN", "VLLM_API_KEY", "--api-key", "--hf-token", "DB_PASSWORD", "NCCL_SECRET", "X_AUTH"):
+        assert secret_name(name), name
+    for name in ("TOKENIZERS_PARALLELISM", "--tokenizer", "--max-num-batched-tokens", "NCCL_KEYS_PER_RANK",
+                 "--tokenizer-mode", "MASTER_PORT"):
+        assert not secret_name(name), name
+
+
+def test_argv_flags_and_values():
+    argv = ["vllm", "serve", "m", "--api-key", "abc123", "--hf-token=hf_zzz", "--tokenizer", "meta/llama",
+            "--max-num-batched-tokens", "8192", "--extra", "sk-abcdefghijklmnopqrstuv"]
+    assert redact_argv(argv) == ["vllm", "serve", "m", "--api-key", REDACTED, f"--hf-token={REDACTED}",
+                                 "--tokenizer", "meta/llama", "--max-num-batched-tokens", "8192", "--extra", REDACTED]
+    # a secret-named flag followed by another flag (a boolean switch) redacts nothing
+    assert redact_argv(["x", "--use-auth", "--port", "8"]) == ["x", "--use-auth", "--port", "8"]
