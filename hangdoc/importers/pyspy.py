@@ -152,7 +152,9 @@ def matches(path: Path) -> bool:
         head = f.read(8192).decode("utf-8", "replace")
     head = _ANSI.sub("", head)
     if head.lstrip().startswith(("[", "{")):
-        return '"thread_id"' in head and '"frames"' in head
+        # py-spy prints a list of thread traces; "owns_gil" is its own key (a Flight Recorder JSON dump,
+        # an object, also has "thread_id" and "frames").
+        return head.lstrip().startswith("[") and '"owns_gil"' in head
     has_thread = any(_THREAD.match(line) for line in head.splitlines())
     return has_thread and (bool(re.search(r"^\s*Process \d+:", head, re.M)) or bool(re.search(r"\((?:idle|active)", head)))
 

@@ -98,6 +98,9 @@ def test_importer_reads_rank_from_file_name(tmp_path):
     for f in FIXTURES.glob("gloo_mismatch_rank*.json"):
         (tmp_path / f.name).write_text(f.read_text())
     (tmp_path / "notes.txt").write_text("nothing to see\n")
+    # a Flight Recorder JSON dump also has "thread_id" and "frames" keys: not a py-spy dump
+    (tmp_path / "nccl_trace_rank_0").write_text(json.dumps(
+        {"version": "2.10", "entries": [{"thread_id": "1", "frames": [{"name": "f", "filename": "a.py", "line": 1}]}]}))
     files = sorted(p for p in tmp_path.iterdir() if pyspy.matches(p))
     assert [p.name for p in files] == [f"gloo_mismatch_rank{r}.json" for r in range(4)]
     bundle = pyspy.read(files)
