@@ -66,7 +66,7 @@ _NATIVE_COMM = re.compile(r"^(nccl|gloo::|c10d::ProcessGroup|c10d::.*Work|ncclDe
 _TEARDOWN_NAMES = {
     "destroy_process_group", "ncclCommDestroy", "ncclCommAbort", "commDestroySync", "commReclaim",
     "ncclCommFinalize", "destroy_model_parallel", "destroy_distributed_environment",
-    "cleanup_dist_env_and_memory",
+    "cleanup_dist_env_and_memory", "_abort_process_group", "_shutdown_backend",
 }
 _TEARDOWN_IN_COMM = {"destroy", "abort", "shutdown", "_shutdown", "_abort", "finalize"}
 _IDLE = (
