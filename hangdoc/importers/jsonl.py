@@ -183,10 +183,6 @@ def _time(value: Any) -> float | None:
     raise _BadLine("time is neither unix seconds nor ISO 8601")
 
 
-def _str(value: Any) -> str | None:
-    return None if value is None else str(value)
-
-
 class _Reader:
     """Accumulates rows from every file of one input; seq counters run across files in name order."""
 
