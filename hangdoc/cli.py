@@ -39,10 +39,44 @@ def analyze(
     render(diagnosis, format.value, output)
 
 
+@app.command()
+def capture(
+    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write (must not exist yet)."),
+    pid: List[int] = typer.Option([], "--pid", help="Capture this process (repeatable)."),
+    match: Optional[str] = typer.Option(None, "--match", help="Capture processes whose title/cmdline matches REGEX, their launchers and children."),
+    tree: List[int] = typer.Option([], "--tree", help="Capture this process and all its descendants (repeatable)."),
+    samples: int = typer.Option(3, "--samples", min=1, help="Thread/GPU samples to take."),
+    interval: float = typer.Option(0.5, "--interval", min=0.0, help="Seconds between samples."),
+    logs: List[str] = typer.Option([], "--logs", help="Log file, directory or glob to scan for hang signatures (repeatable)."),
+    traces: List[Path] = typer.Option([], "--traces", help="Directory of Flight Recorder dumps or trace files (repeatable)."),
+    no_pyspy: bool = typer.Option(False, "--no-pyspy", help="Skip Python stacks (py-spy)."),
+) -> None:
+    """Snapshot a hung node into a bundle without disturbing the job (no selector: find the job)."""
+    from rich.console import Console
+
+    from hangdoc.capture.display import ConsoleProgress, print_summary
+    from hangdoc.capture.run import CaptureOptions
+    from hangdoc.capture.run import capture as run_capture
+
+    opts = CaptureOptions(
+        output=output, pids=list(pid), match=match, trees=list(tree), samples=samples, interval=interval,
+        logs=list(logs), traces=list(traces), pyspy=not no_pyspy,
+    )
+    console = Console(stderr=True)
+    with ConsoleProgress(console) as progress:
+        result = run_capture(opts, progress)
+    print_summary(console, result.bundle, result.path, result.interrupted)
+    print(result.path)
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
 def main() -> None:
     """Console entry point: every HangdocError becomes one line on stderr and its exit code."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # typer returns typer.Exit's code (130 on Ctrl-C) instead of exiting
+        if isinstance(code, int) and not isinstance(code, bool) and code:
+            sys.exit(code)
     except HangdocError as exc:
         print(f"hangdoc: error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)

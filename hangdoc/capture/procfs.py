@@ -199,6 +199,7 @@ def collect_threads(
     comms: dict[tuple[int, int], str] = {}
     gone_pids: dict[int, int] = {}
     stuck: set[int] = set()
+    taken = 0
     pool = DaemonPool(workers=min(8, max(2, len(pids))), name="hangdoc-procfs")
     start = time.monotonic()
     try:
@@ -211,6 +212,7 @@ def collect_threads(
                 time.sleep(wait)
             if stop is not None and stop.is_set():
                 break
+            taken = k + 1
             live = [p for p in pids if p not in gone_pids and p not in stuck]
             jobs: dict[int, Future] = {p: pool.submit(_ProcessJob(host, p, k, stacks and k == 0)) for p in live}
             late = pool.wait(jobs.values(), time.monotonic() + read_timeout)
@@ -244,6 +246,8 @@ def collect_threads(
                 on_sample(k)
     finally:
         pool.close()
+        if taken < samples:
+            out.notes.append(f"stopped early: {taken} of {samples} samples taken")
         for pid, k in sorted(gone_pids.items()):
             out.notes.append(f"pid {pid}: exited before sample {k}; recorded as gone")
         for what, n in sorted(denied.items()):

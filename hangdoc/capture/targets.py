@@ -125,8 +125,11 @@ def descendants(pid: int, children: Mapping[int, list[int]]) -> list[int]:
 
 
 def own_lineage(table: Mapping[int, ProcEntry], self_pid: int) -> set[int]:
-    """This process, its ancestors and its descendants: never targets (hangdoc must not capture itself)."""
-    mine = {self_pid, *descendants(self_pid, children_map(table))}
+    """This process and its ancestors (the shell or test runner that started it): never targets.
+
+    Its children stay eligible: a program that starts a job and captures it in-process may want them.
+    """
+    mine = {self_pid}
     pid = self_pid
     while pid in table and pid > 1:
         pid = table[pid].ppid

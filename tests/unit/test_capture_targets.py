@@ -48,12 +48,14 @@ def test_auto_adds_gpu_holders_and_their_tree():
     assert 301 in sel.pids and sel.reasons[301] == "holds a GPU"
 
 
-def test_never_captures_itself_or_its_lineage():
-    # py-spy child of hangdoc looks like nothing, but even a job-like title under hangdoc is excluded
+def test_never_captures_itself_or_its_ancestors():
     table = dict(NODE)
-    table[402] = ProcEntry(402, 400, "VLLM::Worker", ("VLLM::Worker_TP9",))
+    table[400] = ProcEntry(400, 60, "python3", ("/usr/bin/python3", "-m", "torch.distributed.run", "x.py"))
     sel = select_targets(table, 400)
-    assert not {60, 400, 401, 402} & set(sel.pids)
+    assert not {50, 60, 400} & set(sel.pids)
+    # a job this process started itself stays capturable
+    table[402] = ProcEntry(402, 400, "VLLM::Worker", ("VLLM::Worker_TP9",))
+    assert 402 in select_targets(table, 400).pids
 
 
 def test_pid_is_exact_tree_takes_descendants_match_takes_the_job():
