@@ -2,7 +2,9 @@
 
 Each entry: id (stable name), regex (Python syntax; use scoped flags such as `(?i:...)`), severity
 (info / warning / error / critical), kind (the finding kind it supports, e.g. log_signature, oom) and
-meaning (one sentence for the report).
+meaning (one sentence for the report). Optional: action (what to do next, for the report and docs) and phase
+("startup" for lines that only appear when a job fails to come up). Named groups in a regex (seq, op, request,
+seconds, worker ...) are the fields analysis passes read from a matched line.
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ class Signature:
     severity: str
     kind: str
     meaning: str
+    action: str = ""
+    phase: str | None = None
 
     def search(self, text: str) -> re.Match[str] | None:
         return self.regex.search(text)
@@ -52,8 +56,11 @@ def parse_catalogue(data: object, origin: str = "catalogue") -> tuple[Signature,
             regex = re.compile(entry["regex"])
         except re.error as exc:
             raise InputError(f"{where} ({entry['id']}): bad regex: {exc}") from None
+        optional = {k: entry[k] for k in ("action", "phase") if entry.get(k) is not None}
+        if any(not isinstance(v, str) for v in optional.values()):
+            raise InputError(f"{where} ({entry['id']}): action and phase must be strings")
         seen.add(entry["id"])
-        out.append(Signature(entry["id"], regex, entry["severity"], entry["kind"], entry["meaning"]))
+        out.append(Signature(entry["id"], regex, entry["severity"], entry["kind"], entry["meaning"], **optional))
     return tuple(out)
 
 

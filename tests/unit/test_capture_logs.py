@@ -31,7 +31,7 @@ REAL_LINES = {
 
 def test_catalogue_matches_each_real_line_and_nothing_else():
     catalogue = load_catalogue()
-    assert {s.id for s in catalogue} == set(REAL_LINES)
+    assert set(REAL_LINES) <= {s.id for s in catalogue}  # the catalogue grows; these lines stay matched
     for sig_id, line in REAL_LINES.items():
         assert [s.id for s in match_line(line, catalogue)] == [sig_id], sig_id
     assert match_line("INFO 05-12 10:00:00 Avg prompt throughput: 120.0 tokens/s", catalogue) == []
