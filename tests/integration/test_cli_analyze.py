@@ -133,6 +133,19 @@ def test_healthy_traces_find_no_fault() -> None:
     assert report["checked"]
 
 
+def test_order_inversion() -> None:
+    report = analyze_json(FIXTURES / "order-inversion")
+    assert report["verdict"]["kind"] == "order_inversion"
+    assert report["verdict"]["culprit_ranks"] == [0, 1]
+
+
+def test_missing_rank() -> None:
+    report = analyze_json(FIXTURES / "missing-rank")
+    assert report["verdict"]["kind"] == "missing_rank"
+    assert report["verdict"]["culprit_ranks"] == [3]
+    assert sorted(finding(report, "missing_rank")["waiting_ranks"]) == [0, 1, 2]
+
+
 def test_bundle_directory() -> None:
     report = analyze_json(FIXTURES / "bundle-tp4-rank0-behind")
     assert report["verdict"]["kind"] == "lagging_rank"

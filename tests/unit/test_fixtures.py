@@ -137,3 +137,18 @@ def test_bundle_fixture_opens_as_a_bundle() -> None:
     assert last[(0, "0")]["seq"] == 57 and last[(0, "0")]["state"] == "completed"
     assert all(last[(r, "0")]["seq"] == 58 and last[(r, "0")]["state"] == "started" for r in (1, 2, 3))
     assert sorted(b.table("processes").column("global_rank").to_pylist()) == [0, 1, 2, 3]
+
+
+def test_order_inversion_fixture() -> None:
+    last = _last(_calls("order-inversion"))
+    assert (last[(0, "cpu")]["state"], last[(1, "world")]["state"]) == ("started", "started")
+    # each waits at a position the other never reached
+    assert last[(0, "cpu")]["seq"] == last[(1, "cpu")]["seq"] + 1 and last[(1, "cpu")]["state"] == "completed"
+    assert last[(1, "world")]["seq"] == last[(0, "world")]["seq"] + 1 and last[(0, "world")]["state"] == "completed"
+
+
+def test_missing_rank_fixture() -> None:
+    calls = _calls("missing-rank")
+    assert {c["rank"] for c in calls} == {0, 1, 2}
+    assert all(c["group_ranks"] == [0, 1, 2, 3] for c in calls)
+    assert {(c["rank"], c["seq"]) for c in calls if c["state"] == "started"} == {(0, 42), (1, 42), (2, 42)}
