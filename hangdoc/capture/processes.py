@@ -202,7 +202,7 @@ def process_rows(
             ranks = ranks.merged(from_title)
         ranks = ranks.merged(rk.from_argv(info.cmdline))
         role = role_of(info, title, ranks.global_rank is not None, info.pid in gpu_map)
-        if info.env is None and info.status != "gone":
+        if info.env is None and info.status not in ("gone", "zombie"):
             notes.append(f"pid {info.pid}: environment unreadable ({info.env_error}); ranks from title/argv only")
         rows.append(
             {

@@ -43,6 +43,10 @@ class CaptureOptions:
     pyspy_timeout: float = PYSPY_TIMEOUT_S
     host: str = field(default_factory=socket.gethostname)
 
+    def __post_init__(self) -> None:
+        self.output = Path(self.output)
+        self.traces = [Path(t) for t in self.traces]
+
     @property
     def auto(self) -> bool:
         return not self.pids and not self.trees and self.match is None
@@ -101,7 +105,7 @@ def is_python(row: dict[str, Any]) -> bool:
     """Worth pointing py-spy at: a Python interpreter, or a process whose binary we could not see."""
     exe = row.get("exe")
     if exe is None:
-        return row.get("status") != "gone"
+        return row.get("status") not in ("gone", "zombie")
     cmd0 = (row.get("cmdline") or [""])[0]
     return bool(_PYTHON_EXE.match(os.path.basename(exe)) or _PYTHON_EXE.match(os.path.basename(cmd0)))
 

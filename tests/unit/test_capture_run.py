@@ -101,3 +101,4 @@ def test_py_spy_targets_are_python_processes():
     assert run.is_python({"exe": None, "cmdline": [], "status": "sleeping"})  # unreadable exe: try anyway
     assert not run.is_python({"exe": "/usr/bin/bash", "cmdline": ["bash"]})
     assert not run.is_python({"exe": None, "status": "gone"})
+    assert not run.is_python({"exe": None, "cmdline": [], "status": "zombie"})
