@@ -22,6 +22,7 @@ KV_TRANSFER_STRANDED = "kv_transfer_stranded"
 LOG_SIGNATURE = "log_signature"
 NO_FAULT_FOUND = "no_fault_found"
 STACK_DIVERGENCE = "stack_divergence"
+WAIT_CHAIN = "wait_chain"  # symptom: stuck ranks waiting, directly or through others, on a root cause
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,272 @@
+"""The analysis pipeline: a list of passes over the bundle's tables, then one verdict over all findings.
+
+A pass is a pure function `Context -> list[Finding]`. To add one, write it in its own module and append it
+to PASSES; it sees the bundle tables (`ctx.table(name)`), the findings of the passes before it
+(`ctx.findings`) and the shared collective precomputation (`ctx.collectives`). Mark findings that are
+explained by another rank's fault `role="symptom"`; the verdict is chosen by verdict.select (see there
+for how new kinds are ranked).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hangdoc import __version__
+from hangdoc.analysis import verdict as verdict_mod
+from hangdoc.analysis.align import mismatch_pass
+from hangdoc.analysis.model import (
+    NO_FAULT_FOUND,
+    AlignmentWindow,
+    Diagnosis,
+    Finding,
+    GroupView,
+    RankPosition,
+    Verdict,
+    WaitEdge,
+)
+from hangdoc.analysis.swaps import swap_pass
+from hangdoc.analysis.text import plural
+from hangdoc.analysis.view import CollectiveView, build
+from hangdoc.analysis.waits import lagging_pass, missing_pass, order_inversion_pass, wait_chain_pass
+from hangdoc.bundle import Bundle
+from hangdoc.schema import TABLES, empty
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a pass sees. Frozen; `with_findings` makes the next pass's context and shares the cache."""
+
+    tables: Mapping[str, pa.Table]
+    findings: tuple[Finding, ...] = ()
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def table(self, name: str) -> pa.Table:
+        """The named table, or an empty one of its schema."""
+        if name not in TABLES:
+            raise KeyError(name)
+        t = self.tables.get(name)
+        return t if t is not None else empty(name)
+
+    @property
+    def collectives(self) -> CollectiveView | None:
+        """The collectives table precomputed once for every collective pass; None when there are no calls."""
+        if "collectives" not in self._cache:
+            table = self.table("collectives")
+            view = None
+            if table.num_rows:
+                view = build(table, world_size_hint=_world_size(self.table("processes")))
+                if view.n_rows == 0:
+                    view = None
+            self._cache["collectives"] = view
+        return self._cache["collectives"]
+
+    def with_findings(self, more: list[Finding]) -> "Context":
+        return replace(self, findings=self.findings + tuple(more))
+
+
+Pass = Callable[[Context], "list[Finding]"]
+
+PASSES: list[Pass] = [
+    mismatch_pass,
+    lagging_pass,
+    missing_pass,
+    swap_pass,
+    order_inversion_pass,
+    wait_chain_pass,
+]
+
+
+def _world_size(processes: pa.Table) -> int:
+    if not processes.num_rows:
+        return 0
+    v = pc.max(processes.column("world_size")).as_py()
+    return int(v) if v else 0
+
+
+def run_passes(ctx: Context, passes: list[Pass] | None = None) -> tuple[Context, list[str]]:
+    """Run passes in order; a pass that crashes becomes a note (the rest of the diagnosis still stands)."""
+    notes: list[str] = []
+    for p in PASSES if passes is None else passes:
+        try:
+            found = p(ctx)
+        except Exception as exc:  # a bug in one pass must not hide what the others found
+            notes.append(f"analysis pass {getattr(p, '__name__', p)} failed: {type(exc).__name__}: {exc}")
+            continue
+        ctx = ctx.with_findings(list(found))
+    return ctx, notes
+
+
+def diagnose(bundle: Bundle) -> Diagnosis:
+    ctx = Context(tables=dict(bundle.tables))
+    ctx, failures = run_passes(ctx)
+    view = ctx.collectives
+    graph = view.waits if view is not None else None
+    findings = list(ctx.findings)
+    checked = _checked(ctx, view)
+    verdict = verdict_mod.select(findings, graph)
+    if verdict is None:
+        nff = no_fault_found(view)
+        findings.append(nff)
+        verdict = Verdict(kind=NO_FAULT_FOUND, culprit_ranks=(), group=None, summary=nff.summary,
+                          reason="no pass found an inconsistency", confidence="low" if failures else "medium")
+    elif failures:
+        verdict = replace(verdict, confidence="low")
+    ranked = verdict_mod.rank_findings(findings, graph)
+    ranked += [f for f in findings if f.kind == NO_FAULT_FOUND]
+    return Diagnosis(
+        hangdoc_version=__version__,
+        inputs=tuple(str(x) for x in bundle.manifest.get("inputs", [])),
+        verdict=verdict,
+        findings=tuple(ranked),
+        groups=group_views(view),
+        checked=checked,
+        notes=tuple(bundle.notes) + tuple(failures) + _view_notes(view),
+        rank_labels=dict(view.labels) if view is not None else {},
+        alignment=alignment_windows(view, verdict),
+        wait_for=wait_edges(view),
+    )
+
+
+# --- pieces of the Diagnosis ---------------------------------------------------------------------
+
+def no_fault_found(view: CollectiveView | None) -> Finding:
+    """What was compared, so 'nothing found' is a statement about evidence, not an absence of it."""
+    if view is None:
+        return Finding(kind=NO_FAULT_FOUND, ranks=(), summary="no fault found: the input holds no collective calls "
+                       "and no other check found anything to report")
+    in_flight = np.nonzero(view.pair_front_row >= 0)[0]
+    summary = (
+        f"no fault found: checked {plural(len(view.comms), 'communicator')}, {plural(len(view.ranks), 'rank')} "
+        f"and {plural(view.n_rows, 'call')}; every member of every communicator posted the same calls in the "
+        f"same order"
+    )
+    evidence = []
+    if in_flight.size:
+        p = int(in_flight[0])
+        call = view.call(int(view.pair_front_row[p]))
+        ranks_in_flight = len(set(view.pair_rank[in_flight].tolist()))
+        summary += (
+            f"; {plural(ranks_in_flight, 'rank')} {'is' if ranks_in_flight == 1 else 'are'} in calls their peers also "
+            f"posted (e.g. {call.label()} on {view.comms[int(view.pair_comm[p])].id} seq {call.seq}), so a hang "
+            f"would be below the collective layer (network, GPU, or a process outside the trace)"
+        )
+    else:
+        summary += "; every call completed"
+    for c in view.comms[:20]:
+        evidence.append(f"{c.id}: {plural(len(c.members), 'member')}, calls compared by sequence number")
+    return Finding(kind=NO_FAULT_FOUND, ranks=(), summary=summary, evidence=tuple(evidence))
+
+
+def _checked(ctx: Context, view: CollectiveView | None) -> tuple[str, ...]:
+    lines = []
+    if view is None:
+        lines.append("collectives: none in the input")
+    else:
+        fams: dict[str, int] = {}
+        for c in view.comms:
+            fams[c.family] = fams.get(c.family, 0) + 1
+        fam_text = ", ".join(f"{f} x{n}" for f, n in sorted(fams.items()))
+        lines.append(
+            f"collectives: {plural(view.n_rows, 'call')} from {plural(len(view.ranks), 'rank')} on "
+            f"{plural(len(view.comms), 'communicator')} ({fam_text}), aligned by per-communicator sequence number"
+        )
+        lines.append("calls in flight compared across the members of each communicator")
+        lines.append(f"completed call counts compared per family ({', '.join(sorted(fams))}) against each rank's peers")
+        g = view.waits
+        lines.append(f"wait-for graph: {plural(len(g.out), 'waiting rank')}, {plural(len(g.waits), 'wait')}")
+    rows = [f"{name} {t.num_rows:,}" for name, t in ctx.tables.items() if t is not None and t.num_rows]
+    if rows:
+        lines.append("tables read (rows): " + ", ".join(rows))
+    return tuple(lines)
+
+
+def _view_notes(view: CollectiveView | None) -> tuple[str, ...]:
+    if view is None or not view.dropped_rows:
+        return ()
+    return (f"{plural(view.dropped_rows, 'collective row')} without a rank or sequence number were not aligned",)
+
+
+def _id_key(cid: str) -> tuple:
+    fam, _, num = cid.partition(":")
+    return (fam, int(num) if num.isdigit() else -1, cid)
+
+
+def group_views(view: CollectiveView | None) -> tuple[GroupView, ...]:
+    """Each member's position per communicator: the call it is stuck in, else its last call."""
+    if view is None:
+        return ()
+    show = np.where(view.pair_front_row >= 0, view.pair_front_row, view.pair_last_row)
+    calls = view.calls(show.tolist())
+    pos_of: dict[tuple[int, int], RankPosition] = {}
+    for p, call in enumerate(calls):
+        pos_of[(int(view.pair_comm[p]), int(view.pair_rank[p]))] = RankPosition(
+            rank=int(view.pair_rank[p]),
+            last_seq=int(view.pair_maxseq[p]) if view.pair_front_row[p] < 0 else int(view.pair_front[p]),
+            last_op=call.label(),
+            state=call.state,
+            calls=int(view.pair_maxseq[p]),
+            completed=int(view.pair_done[p]),
+        )
+    out = []
+    for c in sorted(view.comms, key=lambda c: _id_key(c.id)):
+        ranks = sorted(set(c.members) | set(view.pair_rank[view.comm_pairs(c.index)].tolist()))
+        positions = tuple(
+            pos_of.get((c.index, r)) or RankPosition(rank=r, last_seq=None, last_op=None, state=None, calls=0, completed=0)
+            for r in ranks
+        )
+        desc = c.desc if c.desc and c.desc != c.name else None
+        out.append(GroupView(group=c.id, desc=f"{c.name}" + (f" ({desc})" if desc else ""), family=c.family,
+                             ranks=tuple(ranks), positions=positions))
+    return tuple(out)
+
+
+def wait_edges(view: CollectiveView | None) -> tuple[WaitEdge, ...]:
+    if view is None:
+        return ()
+    edges = {(w.waiter, w.target, view.comms[w.comm].id) for w in view.waits.waits if w.waiter != w.target}
+    return tuple(WaitEdge(rank=a, waits_on=b, group=g) for a, b, g in sorted(edges))
+
+
+def alignment_windows(view: CollectiveView | None, verdict: Verdict, before: int = 4, after: int = 1,
+                      limit: int = 6) -> tuple[AlignmentWindow, ...]:
+    """Each member's calls around where its communicator diverged or stopped, the verdict's communicator first."""
+    if view is None:
+        return ()
+    anchors: dict[int, int] = {}  # comm -> seq
+    for c in view.conflicts:
+        anchors.setdefault(c.comm, c.seq or 0)
+    for lag in view.waits.lags:
+        anchors.setdefault(lag.comm, lag.seq)
+    order = sorted(anchors, key=lambda c: (view.comms[c].id != verdict.group, _id_key(view.comms[c].id)))[:limit]
+    out = []
+    row_comm = None
+    for c in order:
+        if row_comm is None:
+            row_comm = view.pair_comm[view.pair]
+        comm = view.comms[c]
+        seq = anchors[c]
+        pairs = view.comm_pairs(c)
+        hi_of = {}
+        for p in pairs.tolist():
+            r = int(view.pair_rank[p])
+            own = int(view.pair_front[p]) if view.pair_front_row[p] >= 0 else min(seq, int(view.pair_maxseq[p]) + 1)
+            hi_of[r] = own
+        rows = np.nonzero(row_comm == c)[0]
+        keep = []
+        if rows.size:
+            ranks = view.rank[rows]
+            lookup = np.full(int(ranks.max()) + 1, seq, np.int64)
+            for r, a in hi_of.items():
+                if r < lookup.size:
+                    lookup[r] = a
+            anchor = lookup[ranks]
+            s = view.seq[rows]
+            keep = rows[(s >= anchor - before) & (s <= anchor + after)].tolist()
+        calls = sorted(view.calls(keep), key=lambda x: (x.rank, x.seq or 0))
+        members = tuple(sorted(set(comm.members) | set(hi_of)))
+        out.append(AlignmentWindow(group=comm.id, seq=seq, ranks=members, calls=tuple(calls)))
+    return tuple(out)

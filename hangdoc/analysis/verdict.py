@@ -1,0 +1,151 @@
+"""Verdict selection over every finding, whichever pass made it.
+
+Ranking is generic so later passes' kinds (rank_exited, oom, stuck_in_teardown, log_signature ...) compete
+on the same terms: causes before symptoms; then how well the finding's ranks match a root of the wait-for
+graph (the rank every chain of waits leads to); then a priority per kind (how direct the evidence is);
+then fewer ranks. A pass can override its kind's priority with `details["priority"]`, and lend a clause
+to the verdict sentence with `details["clause"]` (used when it names the same ranks as the verdict).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Sequence
+
+from hangdoc.analysis import model as m
+from hangdoc.analysis.model import Finding, Verdict
+from hangdoc.analysis.text import number, plural, ranks_text
+
+if TYPE_CHECKING:
+    from hangdoc.analysis.waits import WaitGraph
+
+KIND_PRIORITY: dict[str, int] = {
+    m.COLLECTIVE_MISMATCH: 100,
+    m.ORDER_INVERSION: 95,
+    m.RANK_EXITED: 90,
+    m.STUCK_IN_TEARDOWN: 85,
+    m.OOM: 80,
+    m.MISSING_RANK: 75,
+    m.LAGGING_RANK: 70,
+    m.KV_TRANSFER_STRANDED: 65,
+    m.CALL_COUNT_SWAP: 60,
+    m.STACK_DIVERGENCE: 55,
+    m.ORPHANED_PROCESS: 50,
+    m.LOG_SIGNATURE: 30,
+    m.GPU_SPIN_WAIT: 20,
+    m.WAIT_CHAIN: 10,
+    m.NO_FAULT_FOUND: 0,
+}
+DEFAULT_PRIORITY = 40
+
+
+def priority(f: Finding) -> int:
+    p = f.details.get("priority") if f.details else None
+    return int(p) if isinstance(p, (int, float)) else KIND_PRIORITY.get(f.kind, DEFAULT_PRIORITY)
+
+
+def rootness(f: Finding, graph: "WaitGraph | None") -> int:
+    """3: the finding's ranks are exactly a root of the wait-for graph; 2: inside one; 1: overlap one;
+    0: no graph or unrelated; -1: its ranks themselves wait on other ranks."""
+    if graph is None or not graph.out or not f.ranks:
+        return 0
+    rs = set(f.ranks)
+    roots = graph.roots()
+    if any(rs == set(t) for t in roots):
+        return 3
+    if any(rs <= t for t in roots):
+        return 2
+    if any(rs & t for t in roots):
+        return 1
+    if rs <= graph.waiting:
+        return -1
+    return 0
+
+
+def rank_findings(findings: Sequence[Finding], graph: "WaitGraph | None") -> list[Finding]:
+    """Best first."""
+    def key(f: Finding):
+        return (f.role != "symptom", rootness(f, graph), priority(f), -len(f.ranks), f.count)
+    return sorted((f for f in findings if f.kind != m.NO_FAULT_FOUND), key=key, reverse=True)
+
+
+def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Verdict | None:
+    """The verdict from all findings, or None when there are none (the caller reports no_fault_found)."""
+    ranked = rank_findings(findings, graph)
+    if not ranked:
+        return None
+    primary = ranked[0]
+    causes = [f for f in ranked if f.role != "symptom"]
+    symptoms = [f for f in ranked if f.role == "symptom"]
+    culprits = set(primary.ranks)
+    root = rootness(primary, graph)
+    tie = bool(primary.details.get("tie")) if primary.details else False
+
+    parts = [primary.summary]
+    corroborating: list[Finding] = []
+    used_kinds = {primary.kind}
+    for f in causes[1:]:
+        clause = f.details.get("clause") if f.details else None
+        if not clause or f.kind in used_kinds or not (set(f.ranks) & culprits):
+            continue
+        if "{peers}" in clause:
+            same = f.details.get("reference_group") == primary.group and primary.group is not None
+            clause = clause.replace("{peers}", "those peers" if same else str(f.details.get("peers_text", "its peers")))
+        parts.append(clause)
+        corroborating.append(f)
+        used_kinds.add(f.kind)
+    waiting_on: set[int] = set()
+    if graph is not None and root >= 2:
+        waiting_on = graph.waiting_on(culprits)
+        others = graph.waiting - culprits
+        who = ranks_text(culprits) if not tie else "this tie"
+        if waiting_on and waiting_on == others:
+            parts.append(f"every other stuck rank is waiting, directly or through another rank, on {who}")
+        elif waiting_on:
+            parts.append(f"{number(len(waiting_on))} of the {number(len(others))} other stuck ranks wait, directly "
+                         f"or through another rank, on {who}")
+
+    reason: list[str] = []
+    if root == 3:
+        reason.append(f"{ranks_text(culprits)} {'is' if len(culprits) == 1 else 'are'} the root of the wait-for "
+                      f"graph ({plural(len(waiting_on), 'stuck rank')} wait on {'it' if len(culprits) == 1 else 'them'})")
+    elif root > 0:
+        reason.append(f"{ranks_text(culprits)} {'is' if len(culprits) == 1 else 'are'} part of a root of the "
+                      f"wait-for graph")
+    rest = [f for f in causes if f is not primary and f.kind not in used_kinds - {primary.kind}]
+    if rest:
+        off_root = sorted({f.kind for f in rest if rootness(f, graph) < root})
+        weaker = sorted({f.kind for f in rest if rootness(f, graph) >= root})
+        if off_root:
+            reason.append(f"{', '.join(off_root)} {'does' if len(off_root) == 1 else 'do'} not point at the root "
+                          f"of the wait-for graph")
+        if weaker:
+            reason.append(f"{primary.kind} is more direct evidence than {', '.join(weaker)}")
+    if corroborating:
+        reason.append("corroborated by " + ", ".join(f.kind for f in corroborating) + " on the same rank(s)")
+    if symptoms and primary.role != "symptom":
+        reason.append(f"{plural(len(symptoms), 'symptom finding')} ({', '.join(sorted({f.kind for f in symptoms}))}) "
+                      f"describe ranks waiting on it")
+    if primary.role == "symptom":
+        reason.append("no cause was found; this is the strongest symptom")
+    if tie:
+        reason.append("the members split evenly, so no side can be named the culprit")
+
+    roots = graph.roots() if graph is not None else []
+    if tie or primary.role == "symptom":
+        confidence = "low"
+    elif root == 3 and len(roots) == 1:
+        confidence = "high"
+    elif root >= 1:
+        confidence = "medium"
+    elif graph is not None and graph.out:
+        confidence = "low"  # ranks wait, but not on what this finding names
+    else:
+        confidence = "medium" if priority(primary) >= KIND_PRIORITY[m.LAGGING_RANK] else "low"
+
+    return Verdict(
+        kind=primary.kind,
+        culprit_ranks=tuple(sorted(culprits)),
+        group=primary.group,
+        summary="; ".join(parts),
+        reason="; ".join(reason) or "the only finding",
+        confidence=confidence,
+    )
