@@ -1,0 +1,130 @@
+"""Host signatures on hand-built rows: thread states, exited ranks, teardown, orphans."""
+from __future__ import annotations
+
+from typing import Any
+
+from hangdoc.analysis import host
+from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN
+from hangdoc.bundle import Bundle
+from hangdoc.schema import table_from_rows
+
+GIB = 1 << 30
+
+
+def bundle(**tables: list[dict[str, Any]]) -> Bundle:
+    b = Bundle()
+    for name, rows in tables.items():
+        b.add(name, table_from_rows(name, rows))
+    return b
+
+
+def samples(pid: int, tid: int, states: str, wchan: str = "0", cpu_per_sample: float = 0.0, dt: float = 0.5) -> list[dict]:
+    return [{"host": "n1", "pid": pid, "tid": tid, "sample": i, "t": 100.0 + i * dt, "state": s, "wchan": wchan,
+             "utime": 10.0 + i * cpu_per_sample, "stime": 0.0} for i, s in enumerate(states)]
+
+
+def stack(pid: int, frames: list[tuple[str, str, bool]], name: str = "MainThread") -> list[dict]:
+    return [{"host": "n1", "pid": pid, "tid": pid, "thread_name": name, "sample": 0, "depth": d, "function": fn,
+             "file": file, "line": 10 + d, "native": native, "idle": False, "source": "py-spy"}
+            for d, (fn, file, native) in enumerate(frames)]
+
+
+ALL_REDUCE = [("all_reduce", "torch/distributed/distributed_c10d.py", False), ("step", "train.py", False),
+              ("<module>", "train.py", False)]
+DESTROY = [("commDestroySync", "libnccl.so.2", True), ("ncclCommDestroy", "libnccl.so.2", True),
+           ("destroy", "vllm/distributed/device_communicators/pynccl.py", False),
+           ("destroy_model_parallel", "vllm/distributed/parallel_state.py", False),
+           ("worker_main", "vllm/v1/executor/multiproc_executor.py", False)]
+
+
+def procs(n: int, **extra: Any) -> list[dict]:
+    return [{"host": "n1", "pid": 100 + r, "global_rank": r, "status": "sleeping", "role": "worker", **extra}
+            for r in range(n)]
+
+
+def test_classify_tells_spinning_from_blocked_d_state_and_zombie() -> None:
+    assert host.classify(samples(1, 1, "RRR", cpu_per_sample=0.49)).kind == host.SPINNING
+    assert host.classify(samples(1, 1, "RRR", cpu_per_sample=0.01)).kind == host.ACTIVE  # R but not burning CPU
+    assert host.classify(samples(1, 1, "R")).kind == host.RUNNING  # one sample cannot tell
+    blocked = host.classify(samples(1, 1, "SSS", wchan="futex_wait_queue"))
+    assert blocked.kind == host.BLOCKED and "futex_wait_queue" in blocked.text()
+    assert host.classify(samples(1, 1, "SS", wchan="ep_poll")).kind == host.BLOCKED
+    assert host.classify(samples(1, 1, "SS", wchan="hrtimer_nanosleep")).kind == host.SLEEPING
+    assert host.classify(samples(1, 1, "DDD", wchan="nfs_wait_on_request")).kind == host.D_STATE
+    assert host.classify(samples(1, 1, "SZ")).kind == host.ZOMBIE
+
+
+def test_thread_states_summarise_main_threads_and_siblings() -> None:
+    rows = []
+    for r in range(4):
+        rows += samples(100 + r, 100 + r, "RRR", cpu_per_sample=0.49)
+        rows += samples(100 + r, 1000 + r, "SSS", wchan="futex_wait_queue")
+        rows += samples(100 + r, 2000 + r, "SSS", wchan="ep_poll")
+    (f,) = host.host_findings(bundle(processes=procs(4), thread_samples=rows).table)
+    assert f.kind == host.THREAD_STATES and f.role == "symptom" and f.ranks == (0, 1, 2, 3)
+    assert "ranks 0-3: spinning on CPU" in f.summary and "0.98 CPU-s/s" in f.summary
+    assert "Sibling threads: 8 (4 futex, 4 epoll)" in f.summary
+
+
+def test_a_rank_stuck_in_d_state_is_named_with_its_wait_channel() -> None:
+    rows = samples(100, 100, "SSS", wchan="futex_wait_queue") + samples(101, 101, "DDD", wchan="nvidia_wait_for_gpu")
+    found = {f.kind: f for f in host.host_findings(bundle(processes=procs(2), thread_samples=rows).table)}
+    stuck = found[host.STUCK_IN_KERNEL]
+    assert stuck.ranks == (1,) and stuck.waiting_ranks == (0,) and "nvidia_wait_for_gpu" in stuck.summary
+
+
+def test_zombie_rank_exited_while_peers_wait_in_a_collective() -> None:
+    p = procs(4)
+    p[3]["status"] = "zombie"
+    frames = [row for r in range(3) for row in stack(100 + r, ALL_REDUCE)]
+    found = {f.kind: f for f in host.host_findings(bundle(processes=p, py_frames=frames).table)}
+    exited = found[RANK_EXITED]
+    assert exited.ranks == (3,) and exited.waiting_ranks == (0, 1, 2)
+    assert exited.summary.startswith("rank 3 exited while ranks 0-2 still wait in all_reduce")
+    assert STUCK_IN_TEARDOWN not in found
+
+
+def test_uncoordinated_shutdown_names_who_left_and_who_is_stuck_in_destroy() -> None:
+    frames = [row for r in range(3) for row in stack(100 + r, DESTROY)]
+    p = procs(3) + [{"host": "n1", "pid": 103, "global_rank": 3, "title": "Worker_TP3", "rank_source": "log"}]
+    logs = [{"host": "n1", "file": "serve.log", "line_no": 21, "pid": 103, "rank": 3,
+             "signature": "vllm_worker_shutting_down", "severity": "info",
+             "text": "(Worker_TP3 pid=103) INFO 04-15 03:16:20 [multiproc_executor.py:702] WorkerProc shutting down."}]
+    gpu = [{"host": "n1", "gpu": r, "pid": 100 + r, "used_memory": 70 * GIB} for r in range(3)]
+    found = {f.kind: f for f in host.host_findings(
+        bundle(processes=p, py_frames=frames, log_events=logs, gpu_processes=gpu).table)}
+    exited, teardown = found[RANK_EXITED], found[STUCK_IN_TEARDOWN]
+    assert exited.ranks == (3,) and exited.waiting_ranks == (0, 1, 2)
+    assert exited.summary.startswith("uncoordinated shutdown: rank 3 exited while ranks 0-2 are stuck in communicator "
+                                     "teardown (commDestroySync <- ncclCommDestroy <- destroy")
+    assert teardown.role == "symptom" and teardown.ranks == (0, 1, 2)
+    assert "210.0 GiB of GPU memory still held" in teardown.summary
+
+
+def test_teardown_without_a_known_exit_is_the_cause_and_points_at_the_empty_gpu() -> None:
+    frames = [row for r in range(3) for row in stack(100 + r, DESTROY)]
+    gpu = [{"host": "n1", "gpu": r, "pid": 100 + r, "used_memory": 70 * GIB} for r in range(3)]
+    smi = [{"gpu": g, "sample": 0, "sm_util": 0.0, "mem_used": (70 * GIB if g < 3 else 0), "mem_total": 80 * GIB}
+           for g in range(4)]
+    found = {f.kind: f for f in host.host_findings(
+        bundle(processes=procs(3), py_frames=frames, gpu_processes=gpu, gpu_samples=smi).table)}
+    teardown = found[STUCK_IN_TEARDOWN]
+    assert teardown.role == "cause" and teardown.ranks == (0, 1, 2)
+    assert "GPU 3 holds no process any more" in teardown.summary and RANK_EXITED not in found
+
+
+def test_orphans_are_workers_whose_parent_is_gone_with_the_gpu_memory_they_hold() -> None:
+    p = procs(2, ppid=1, parent_alive=False) + [{"host": "n1", "pid": 50, "status": "sleeping", "role": "launcher",
+                                                 "ppid": 1, "parent_alive": False}]
+    gpu = [{"host": "n1", "gpu": r, "pid": 100 + r, "used_memory": 40 * GIB} for r in range(2)]
+    found = {f.kind: f for f in host.host_findings(bundle(processes=p, gpu_processes=gpu).table)}
+    orphan = found[ORPHANED_PROCESS]
+    assert orphan.ranks == (0, 1) and "outlived their parents and still hold 80.0 GiB" in orphan.summary
+    assert orphan.details["pids"] == [100, 101]  # the launcher itself is not an orphaned worker
+
+
+def test_healthy_processes_give_no_cause() -> None:
+    rows = [row for r in range(2) for row in samples(100 + r, 100 + r, "SSS", wchan="ep_poll")]
+    findings = host.host_findings(bundle(processes=procs(2, ppid=40, parent_alive=True), thread_samples=rows).table)
+    assert [f.kind for f in findings] == [host.THREAD_STATES]
+    assert findings[0].role == "symptom" and "blocked in epoll" in findings[0].summary
