@@ -217,6 +217,9 @@ def collect_threads(
             jobs: dict[int, Future] = {p: pool.submit(_ProcessJob(host, p, k, stacks and k == 0)) for p in live}
             late = pool.wait(jobs.values(), time.monotonic() + read_timeout)
             for pid, fut in jobs.items():
+                if fut in late and fut.cancelled():  # queued behind a stuck read, never started
+                    out.notes.append(f"pid {pid}: sample {k} skipped, every reader was busy")
+                    continue
                 if fut in late:
                     stuck.add(pid)
                     out.notes.append(
