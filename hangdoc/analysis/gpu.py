@@ -136,7 +136,8 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         if in_coll:
             ops = sorted({views[r].placement.op or "a collective" for r in in_coll})
             summary += f"; {ranks_text(in_coll)} are in {', '.join(ops)}"
-        details: dict[str, Any] = {"gpus": gpus, "in_collective": in_coll, "memory_bandwidth_known": bw_known}
+        details: dict[str, Any] = {"gpus": gpus, "in_collective": in_coll, "memory_bandwidth_known": bw_known,
+                                   "confidence": "low"}
         role = "cause"
         if explained:
             role, details["explained_by"] = "symptom", explained
@@ -161,7 +162,7 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
             else:
                 summary += ": the hang is on the host side, not in a GPU kernel"
         findings.append(Finding(kind=GPU_IDLE, ranks=tuple(rk), summary=summary, evidence=tuple(desc(k) for k in idle),
-                                waiting_ranks=waiting, role=role, details={"gpus": gpus}))
+                                waiting_ranks=waiting, role=role, details={"gpus": gpus, "confidence": "medium"}))
     if full:
         keys = [(h, g) for h, g, _ in full]
         rk = ranks_on(keys)

@@ -175,7 +175,7 @@ def _state_findings(procs: Processes, states: dict[tuple[Any, int], tuple[Thread
                             f"sample, wait channel {', '.join(wchans)}",
                     evidence=tuple(f"{p.label()}: {cases[p].text()}" for p in stuck),
                     waiting_ranks=tuple(sorted(p.rank for p in cases if p.rank is not None and p not in stuck)),
-                    details={"wchan": wchans})
+                    details={"wchan": wchans, "confidence": "medium"})
         )
     return findings
 
@@ -222,8 +222,10 @@ def _exits(procs: Processes, views: list[stacks.RankView], events: list[dict[str
     evidence = [line for r in gone for line in exited[r]]
     evidence += [f"{v.label}: in {v.placement.category}: {teardown_chain(v)} [{_progress(v)}]"
                  for r, v in sorted(waiting_in.items()) if r in waiting]
+    sure = bool(waiting_in) or any(all(p.dead for p in ranked[r]) for r in gone)
     return [Finding(kind=RANK_EXITED, ranks=tuple(gone), summary=summary, evidence=tuple(evidence),
-                    waiting_ranks=tuple(waiting), details={"teardown": sorted(teardown)})], set(gone)
+                    waiting_ranks=tuple(waiting),
+                    details={"teardown": sorted(teardown), "confidence": "high" if sure else "medium"})], set(gone)
 
 
 def teardown_chain(view: stacks.RankView) -> str:
@@ -269,7 +271,8 @@ def _teardown(procs: Processes, views: list[stacks.RankView], exited: set[int],
         summary += "; destroy is collective: a peer that exited or never reached teardown blocks it"
     if held:
         summary += f" ({gib(held)} of GPU memory still held)"
-    details: dict[str, Any] = {"where": dict(wheres), "gpu_memory_held": held, "empty_gpus": empty}
+    details: dict[str, Any] = {"where": dict(wheres), "gpu_memory_held": held, "empty_gpus": empty,
+                               "confidence": "medium"}
     role = "cause"
     if exited:
         role, details["explained_by"] = "symptom", RANK_EXITED
@@ -312,7 +315,7 @@ def _orphans(procs: Processes, events: list[dict[str, Any]], parent_sigs: set[st
                  if e.get("signature") in parent_sigs and e.get("pid") in pids][:5]
     return [Finding(kind=ORPHANED_PROCESS, ranks=tuple(sorted(p.rank for p in orphans if p.rank is not None)),
                     summary=summary, evidence=tuple(evidence),
-                    details={"pids": sorted(pids), "gpu_memory_held": held})]
+                    details={"pids": sorted(pids), "gpu_memory_held": held, "confidence": "high"})]
 
 
 def _signature_ids(kind: str) -> set[str]:

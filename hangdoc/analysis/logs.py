@@ -91,6 +91,7 @@ def _kv(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> list[Findin
         "stranded_requests": len(stranded), "expired_requests": len(exp_ids), "unrecognized_requests": len(unk_ids),
         "lease_seconds": lease, "never_pulled": never_pulled, "sibling_parents": len(parents),
         "kv_cache_usage_max": max(usage) if usage else None,
+        "confidence": "high" if len(exp_ids) >= 3 and lease else "medium",
     }
     ranks = sorted({e["rank"] for e in expired + unknown if e.get("rank") is not None})
     return [Finding(kind=KV_TRANSFER_STRANDED, ranks=tuple(ranks), summary=summary, evidence=tuple(evidence),
@@ -150,7 +151,8 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
     return [Finding(kind=OOM, ranks=tuple(oom_ranks), summary=summary, evidence=tuple(evidence),
                     waiting_ranks=tuple(waiting), op=None, expected_op=op, count=len(ooms),
                     seq=int(seqs[0][0]) if len(seqs) == 1 else None,
-                    details={"oom_lines": len(ooms), "waiting_ranks": waiting})]
+                    details={"oom_lines": len(ooms), "waiting_ranks": waiting,
+                             "confidence": "high" if waiting and oom_ranks else "medium"})]
 
 
 def _startup_race(events: list[dict[str, Any]], sigs: dict[str, Signature], procs: Processes) -> list[Finding]:
@@ -181,7 +183,7 @@ def _startup_race(events: list[dict[str, Any]], sigs: dict[str, Signature], proc
         summary = f"{', '.join(names)} lost {'their' if len(names) > 1 else 'its'} parent process: \"{_quote(first)}\""
     evidence = [_where(e) for e in parent[:4]] + [_where(e) for e in startup[:6]]
     return [Finding(kind=ORPHANED_PROCESS, ranks=tuple(ranks), summary=summary, evidence=tuple(evidence),
-                    count=len(parent), details={"phase": "startup" if startup else None,
+                    count=len(parent), details={"phase": "startup" if startup else None, "confidence": "medium",
                                                 "startup_failures": sorted({e["signature"] for e in startup})})]
 
 
@@ -243,7 +245,7 @@ def _deaths(events: list[dict[str, Any]], sigs: dict[str, Signature], earlier: S
     ranks = sorted({e["rank"] for e in died if e.get("rank") is not None})
     summary = f"{ranks_text(ranks) if ranks else 'a worker'} died: \"{_quote(died[0])}\""
     return [Finding(kind=RANK_EXITED, ranks=tuple(ranks), summary=summary, evidence=tuple(_where(e) for e in died[:4]),
-                    count=len(died), details={"source": "log"})]
+                    count=len(died), details={"source": "log", "confidence": "medium"})]
 
 
 def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = ()) -> list[Finding]:

@@ -28,6 +28,9 @@ from hangdoc.analysis.model import (
     Verdict,
     WaitEdge,
 )
+from hangdoc.analysis.gpu import gpu_signatures
+from hangdoc.analysis.host import host_signatures
+from hangdoc.analysis.logs import log_signatures
 from hangdoc.analysis.swaps import swap_pass
 from hangdoc.analysis.text import plural
 from hangdoc.analysis.view import CollectiveView, build
@@ -77,6 +80,9 @@ PASSES: list[Pass] = [
     swap_pass,
     order_inversion_pass,
     wait_chain_pass,
+    host_signatures,
+    log_signatures,
+    gpu_signatures,
 ]
 
 

@@ -3,8 +3,9 @@
 Ranking is generic so later passes' kinds (rank_exited, oom, stuck_in_teardown, log_signature ...) compete
 on the same terms: causes before symptoms; then how well the finding's ranks match a root of the wait-for
 graph (the rank every chain of waits leads to); then a priority per kind (how direct the evidence is);
-then fewer ranks. A pass can override its kind's priority with `details["priority"]`, and lend a clause
-to the verdict sentence with `details["clause"]` (used when it names the same ranks as the verdict).
+then fewer ranks. A pass can override its kind's priority with `details["priority"]`, lend a clause
+to the verdict sentence with `details["clause"]` (used when it names the same ranks as the verdict), and
+state its confidence with `details["confidence"]` (used when no wait-for graph says more).
 """
 from __future__ import annotations
 
@@ -138,6 +139,8 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         confidence = "medium"
     elif graph is not None and graph.out:
         confidence = "low"  # ranks wait, but not on what this finding names
+    elif primary.details and primary.details.get("confidence") in ("high", "medium", "low"):
+        confidence = primary.details["confidence"]  # no wait-for graph to judge by: the pass says how sure it is
     else:
         confidence = "medium" if priority(primary) >= KIND_PRIORITY[m.LAGGING_RANK] else "low"
 
