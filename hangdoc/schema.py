@@ -58,13 +58,13 @@ THREAD_SAMPLES = pa.schema(
         ("comm", _str),
         ("sample", _i64),
         ("t", _f64),
-        ("state", _str),  # R S D Z T ...
+        ("state", _str),  # R S D Z T ... from /proc stat, or "gone" (the thread exited since the last sample)
         ("wchan", _str),
         ("utime", _f64),  # seconds
         ("stime", _f64),
         ("voluntary_ctxt_switches", _i64),
         ("nonvoluntary_ctxt_switches", _i64),
-        ("syscall", _str),  # /proc/PID/task/TID/syscall first field, "running", or null
+        ("syscall", _str),  # syscall name (futex, read, epoll_wait...; the number when unnamed), "running", "-1" (none), null
     ]
 )
 
