@@ -1,0 +1,174 @@
+"""The recorder: one process's ring of collective records in a MAP_SHARED file.
+
+Why a memory-mapped file: a store into the mapping lands in the page cache at once, so the records survive
+SIGKILL, a segfault or a hang in teardown with nothing to flush and no thread to wake. Why fixed-size
+records in a ring: the cost per call is one struct.pack_into into the mapping, and the file never grows.
+
+Thread safety without a lock on the hot path: the record index and every per-group sequence number come
+from itertools.count objects, whose next() is atomic under the GIL, so two threads never get the same slot
+or seq. Registering a group or a call site (rare) takes a lock.
+"""
+from __future__ import annotations
+
+import itertools
+import mmap
+import os
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+from hangdoc.tracer import format as F
+
+
+@dataclass(slots=True)
+class GroupEntry:
+    """What a wrapper needs to record a call on one communicator."""
+
+    gid: int
+    seq: Iterator[int]  # per-group sequence numbers, 1-based
+    ranks: tuple[int, ...]
+    rank_in_group: int
+    name: str = ""
+
+
+def trace_path(trace_dir: str, pid: int | None = None) -> str:
+    host = socket.gethostname().split(".")[0] or "host"
+    return os.path.join(trace_dir, f"{host}-{os.getpid() if pid is None else pid}{F.SUFFIX}")
+
+
+def capacity_from_env() -> int:
+    """HANGDOC_TRACE_RECORDS, or the default; never below 16 records."""
+    try:
+        return max(16, int(os.environ.get("HANGDOC_TRACE_RECORDS", "") or F.DEFAULT_RECORDS))
+    except ValueError:
+        return F.DEFAULT_RECORDS
+
+
+class Recorder:
+    """Writes records into `<dir>/<host>-<pid>.hdtrace`. Create one per process (see activate.recorder())."""
+
+    def __init__(self, path: str, capacity: int = F.DEFAULT_RECORDS, *, rank: int = -1, world_size: int = -1,
+                 local_rank: int = -1) -> None:
+        self.path = path
+        self.capacity = capacity
+        self.groups_offset = F.HEADER_BYTES
+        self.sites_offset = self.groups_offset + F.MAX_GROUPS * F.GROUP_BYTES
+        self.records_offset = self.sites_offset + F.MAX_SITES * F.SITE_BYTES
+        size = self.records_offset + capacity * F.RECORD_BYTES
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        try:
+            os.ftruncate(fd, size)  # sparse: only pages that get written take disk space
+            self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        finally:
+            os.close(fd)
+        self.rank = rank
+        command = " ".join(sys.argv)[:255] if getattr(sys, "argv", None) else ""
+        F.HEADER.pack_into(
+            self.mm, 0, F.MAGIC, F.VERSION, F.HEADER_BYTES, F.RECORD_BYTES, capacity, F.MAX_GROUPS,
+            F.GROUP_BYTES, F.MAX_SITES, F.SITE_BYTES, self.records_offset, os.getpid(), rank, world_size,
+            local_rank, time.time_ns(), 0, socket.gethostname().encode()[:64], command.encode(errors="replace")[:256],
+        )
+        self._index = itertools.count()
+        self._lock = threading.Lock()
+        self._gids: dict[tuple[Any, ...], GroupEntry] = {}
+        self._sites: dict[int, int] = {}
+        self.sites = self._sites  # read by the wrappers without a call
+        self.cache: dict[Any, GroupEntry] = {}  # library object (process group, coordinator) -> entry
+        self.pending: Any = None  # completion.Poller, started on the first async or GPU call
+        # Everything the hot path needs, in one attribute load.
+        self.hot = (self.mm, self.records_offset, capacity, self._index, self._sites)
+        self.dropped_groups = 0
+
+    # --- rare paths: header, groups, call sites ------------------------------------------------
+    def set_rank(self, rank: int, world_size: int, local_rank: int = -1) -> None:
+        """Fill in the rank once it is known (the file is created before the first call)."""
+        if rank == self.rank:
+            return
+        self.rank = rank
+        F.struct.pack_into("<iii", self.mm, F.RANK_OFFSET, rank, world_size, local_rank)
+
+    def group(self, kind: str, name: str, desc: str, ranks: tuple[int, ...], rank_in_group: int) -> GroupEntry:
+        """The entry for a communicator, registering it in the file's group table on first use.
+
+        The same (kind, name, ranks) always maps to the same entry, so a communicator that is destroyed and
+        created again keeps counting its sequence numbers where it stopped on every member alike.
+        """
+        key = (kind, name, ranks)
+        entry = self._gids.get(key)
+        if entry is not None:
+            return entry
+        with self._lock:
+            entry = self._gids.get(key)
+            if entry is None:
+                gid = len(self._gids)
+                if gid < F.MAX_GROUPS:
+                    text = F.compact_ranks(list(ranks)).encode()
+                    if len(text) > 364:
+                        text = b""  # too irregular to store: the reader reports the ranks as unknown
+                    off = self.groups_offset + gid * F.GROUP_BYTES
+                    F.GROUP.pack_into(self.mm, off, 0, kind.encode()[:15], len(ranks), name.encode()[:64],
+                                      desc.encode()[:64], text)
+                    self.mm[off] = 1  # commit: the entry is complete
+                else:
+                    self.dropped_groups += 1
+                    gid = F.NO_GROUP
+                entry = GroupEntry(gid, itertools.count(1), ranks, rank_in_group, name)
+                self._gids[key] = entry
+        return entry
+
+    def site(self, frame: Any) -> int:
+        """Call-site id for a frame (1-based; 0 when the table is full)."""
+        key = id(frame.f_code) | (frame.f_lasti << 48)
+        sid = self._sites.get(key)
+        if sid is not None:
+            return sid
+        with self._lock:
+            sid = self._sites.get(key)
+            if sid is None:
+                n = len(self._sites)
+                if n < F.MAX_SITES:
+                    code = frame.f_code
+                    text = f"{code.co_filename}:{frame.f_lineno} {getattr(code, 'co_qualname', code.co_name)}"
+                    off = self.sites_offset + n * F.SITE_BYTES
+                    F.SITE.pack_into(self.mm, off, 0, text.encode(errors="replace")[-255:])
+                    self.mm[off] = 1
+                    sid = n + 1
+                else:
+                    sid = 0
+                self._sites[key] = sid
+        return sid
+
+    # --- hot path --------------------------------------------------------------------------------
+    def write(self, entry: GroupEntry, op: int, redop: int, dtype: int, numel: int, out_numel: int,
+              shape: Any, peer: int, site: int, flags: int, seq: int | None = None) -> int:
+        """Append one record in state 'issued'; returns its stamp (for complete())."""
+        idx = next(self._index)
+        stamp = idx + 1
+        nd = len(shape)
+        if nd > 4:
+            shape = shape[:4]
+        F.RECORDS_BY_NDIM[len(shape)].pack_into(
+            self.mm, self.records_offset + (idx % self.capacity) * F.RECORD_BYTES,
+            stamp, time.time_ns(), numel, out_numel, *shape,
+            next(entry.seq) if seq is None else seq, entry.gid, op, redop, dtype, nd, F.ISSUED, flags, peer,
+            site, stamp,
+        )
+        return stamp
+
+    def complete(self, stamp: int, state: int = F.COMPLETED, flags: int = 0) -> None:
+        """Mark a record completed (or raised), unless the ring has reused its slot since."""
+        off = self.records_offset + ((stamp - 1) % self.capacity) * F.RECORD_BYTES
+        mm = self.mm
+        if F.STAMP.unpack_from(mm, off)[0] == stamp:
+            mm[off + F.STATE_OFFSET] = state
+            if flags:
+                mm[off + F.FLAGS_OFFSET] |= flags
+
+    def close(self) -> None:
+        try:
+            self.mm.close()
+        except (BufferError, ValueError):
+            pass
