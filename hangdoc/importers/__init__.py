@@ -18,6 +18,7 @@ from hangdoc.errors import HangdocError, InputError
 
 # Order matters: the first importer that matches a file claims it.
 IMPORTER_MODULES: tuple[str, ...] = (
+    "hangdoc.importers.hangdoc_trace",
     "hangdoc.importers.flight_recorder",
     "hangdoc.importers.jsonl",
 )
