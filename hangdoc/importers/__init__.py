@@ -21,6 +21,10 @@ IMPORTER_MODULES: tuple[str, ...] = (
     "hangdoc.importers.hangdoc_trace",
     "hangdoc.importers.flight_recorder",
     "hangdoc.importers.jsonl",
+    "hangdoc.importers.pyspy",
+    "hangdoc.importers.vllm_watchdog",
+    "hangdoc.importers.nvidia_smi",
+    "hangdoc.importers.logfile",  # last: it claims any text file with an engine log prefix or a catalogued line
 )
 
 

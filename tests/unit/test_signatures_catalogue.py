@@ -115,3 +115,11 @@ def test_every_signature_is_exercised_and_documented() -> None:
     for s in catalogue:
         assert s.meaning and s.action, s.id
     assert {s.id for s in catalogue if s.phase == "startup"} >= {"vllm_worker_init_failed", "servers_failed_to_start"}
+
+
+def test_docs_list_every_signature() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "signatures.md").read_text()
+    missing = [s.id for s in load_catalogue() if f"`{s.id}`" not in docs]
+    assert missing == []

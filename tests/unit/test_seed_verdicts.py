@@ -1,0 +1,105 @@
+"""Seeds 000, 002, 003 and 004: the verdict names what each incident's authors concluded by hand.
+
+Each fixture holds the kind of evidence its bug report had (py-spy dumps, nvidia-smi, engine logs), no
+collective traces. See docs/signatures.md.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from hangdoc.analysis.model import (
+    COLLECTIVE_MISMATCH, KV_TRANSFER_STRANDED, LAGGING_RANK, OOM, ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN,
+)
+from hangdoc.analysis.pipeline import diagnose
+from hangdoc.cli import app
+from hangdoc.importers import load_inputs
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
+SEED000 = FIXTURES / "seed000-teardown"
+
+
+def verdict_of(*paths: Path):
+    return diagnose(load_inputs(list(paths)))
+
+
+def test_seed000_uncoordinated_shutdown_names_who_left_and_who_is_stuck_in_teardown() -> None:
+    d = verdict_of(SEED000)
+    v = d.verdict
+    assert v.kind == RANK_EXITED and v.culprit_ranks == (3,) and v.confidence == "high"
+    assert v.summary.startswith("uncoordinated shutdown: rank 3 exited while ranks 0-2 are stuck in communicator "
+                                "teardown (commDestroySync <- ncclCommDestroy")
+    teardown = next(f for f in d.findings if f.kind == STUCK_IN_TEARDOWN)
+    assert teardown.ranks == (0, 1, 2) and teardown.role == "symptom"
+    assert "GPU memory still held" in teardown.summary
+
+
+def test_seed000_from_py_spy_dumps_and_nvidia_smi_alone() -> None:
+    """No traces and no log: the stacks and the GPU table still give a useful verdict."""
+    files = sorted(SEED000.glob("py-spy-*.txt")) + [SEED000 / "nvidia-smi.txt"]
+    v = verdict_of(*files).verdict
+    assert v.kind == STUCK_IN_TEARDOWN and v.culprit_ranks == (0, 1, 2)
+    assert "commDestroySync <- ncclCommDestroy" in v.summary
+    assert "GPU 3 holds no process any more" in v.summary and "209.8 GiB of GPU memory still held" in v.summary
+
+
+def test_seed002_is_a_kv_transfer_leak_not_a_collective_hang() -> None:
+    d = verdict_of(FIXTURES / "seed002-nixl-kv-leak")
+    v = d.verdict
+    assert v.kind == KV_TRANSFER_STRANDED and v.confidence == "high"
+    assert v.summary.startswith("KV transfer leak, not a collective hang: 42 prefill request(s)")
+    kv = d.findings[0]
+    assert kv.details["stranded_requests"] == 44 and kv.details["lease_seconds"] == 480
+    assert kv.details["sibling_parents"] == 6 and kv.details["kv_cache_usage_max"] == 99.8
+    assert not {f.kind for f in d.findings} & {COLLECTIVE_MISMATCH, LAGGING_RANK}
+
+
+def test_seed003_rank0_ooms_in_warmup_and_peers_wait_for_a_collective_it_never_issued() -> None:
+    d = verdict_of(FIXTURES / "seed003-trtllm-oom")
+    v = d.verdict
+    assert v.kind == OOM and v.culprit_ranks == (0,) and v.confidence == "high"
+    oom = d.findings[0]
+    assert oom.kind == OOM and oom.waiting_ranks == (1, 2, 3)
+    assert "rank 0 ran out of GPU memory" in v.summary and "ranks 1-3 wait in all_reduce" in v.summary
+    assert "never issued" in v.summary
+    hang = [f for f in d.findings if f.details.get("signature") == "trtllm_hang_detected"]
+    assert hang and hang[0].role == "symptom" and hang[0].ranks == (1, 2, 3)
+
+
+def test_seed004_parent_exits_before_workers_finish_starting() -> None:
+    d = verdict_of(FIXTURES / "seed004-startup-race")
+    v = d.verdict
+    assert v.kind == ORPHANED_PROCESS and v.culprit_ranks == (0,)
+    assert v.summary.startswith("start-up race: the parent process exited before its workers finished starting")
+    assert "BrokenPipeError" in v.summary and "Servers failed to start" in v.summary
+    assert all(f.role == "symptom" for f in d.findings[1:])
+
+
+def test_analyze_cli_on_py_spy_dumps_and_nvidia_smi_prints_the_verdict_as_json() -> None:
+    files = [str(p) for p in sorted(SEED000.glob("py-spy-*.txt"))] + [str(SEED000 / "nvidia-smi.txt")]
+    result = CliRunner().invoke(app, ["analyze", *files, "--format", "json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output)
+    assert report["verdict"]["kind"] == STUCK_IN_TEARDOWN and report["verdict"]["culprit_ranks"] == [0, 1, 2]
+    assert "gpu_idle" in {f["kind"] for f in report["findings"]}
+
+
+def test_fixture_generator_reproduces_the_committed_fixtures(tmp_path: Path) -> None:
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import make_signature_seeds
+    finally:
+        sys.path.remove(str(FIXTURES))
+    for path in make_signature_seeds.write(tmp_path):
+        rel = path.relative_to(tmp_path)
+        assert path.read_text() == (FIXTURES / rel).read_text(), rel
+
+
+@pytest.mark.parametrize("name", ["seed000-teardown", "seed002-nixl-kv-leak", "seed003-trtllm-oom",
+                                  "seed004-startup-race"])
+def test_seed_fixtures_hold_no_collective_traces(name: str) -> None:
+    assert load_inputs([FIXTURES / name]).rows("collectives") == 0
