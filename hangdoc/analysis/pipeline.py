@@ -31,6 +31,7 @@ from hangdoc.analysis.model import (
 from hangdoc.analysis.gpu import gpu_signatures
 from hangdoc.analysis.host import host_signatures
 from hangdoc.analysis.logs import log_signatures
+from hangdoc.analysis.stacks import stack_classes
 from hangdoc.analysis.swaps import swap_pass
 from hangdoc.analysis.text import plural
 from hangdoc.analysis.view import CollectiveView, build
@@ -80,6 +81,7 @@ PASSES: list[Pass] = [
     swap_pass,
     order_inversion_pass,
     wait_chain_pass,
+    stack_classes,
     host_signatures,
     log_signatures,
     gpu_signatures,
