@@ -8,6 +8,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def target():
     proc = subprocess.Popen([sys.executable, "-c", TARGET], stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # "ready" is printed just before the wait: let the main thread get into it
         yield proc.pid
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
