@@ -71,6 +71,17 @@ def capture(
         raise typer.Exit(130)
 
 
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def run(
+    trace_dir: Path = typer.Option(..., "--trace-dir", help="Directory for the trace files (created if needed)."),
+    command: Optional[List[str]] = typer.Argument(None, help="The command to run, after --."),
+) -> None:
+    """Run a command with every collective of every Python process it starts recorded (no code change)."""
+    from hangdoc.tracer.run import exec_traced
+
+    exec_traced(trace_dir, list(command or []))
+
+
 def main() -> None:
     """Console entry point: every HangdocError becomes one line on stderr and its exit code."""
     try:

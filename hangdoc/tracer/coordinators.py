@@ -1,0 +1,370 @@
+"""Wrappers for vLLM's and SGLang's own communication layers.
+
+Why here and not only in torch.distributed: vLLM and SGLang run most collectives through pynccl, custom
+all-reduce kernels or shared memory, which torch.distributed (and Flight Recorder) never see. Their
+GroupCoordinator methods are the one place every path goes through. The public ones (`all_reduce`...) are
+traced by torch.compile and dispatch through `torch.ops.vllm.*` custom ops; the methods wrapped here are
+the ones those ops call at run time (`_all_reduce_out_place`...), plus the direct ones (`all_gatherv`,
+`broadcast`, `send`...).
+
+Only the outermost library call is recorded (a GroupCoordinator method that ends in pynccl is one record,
+on the coordinator's group). A group is named after vLLM's `unique_name` family plus which group of that
+family it is, computed from the member ranks: the tensor-parallel group of ranks 4-7 with TP=4 is "tp:1",
+on all four members (vLLM itself calls it "tp:0" on every rank, since each process builds only its own).
+Torch-level calls these methods make are recorded too, on the torch process group they use.
+"""
+from __future__ import annotations
+
+import sys
+import threading
+import weakref
+from types import ModuleType
+from typing import Any, Callable
+
+from hangdoc.tracer import activate as _act
+from hangdoc.tracer import completion
+from hangdoc.tracer import format as F
+from hangdoc.tracer.ring import GroupEntry, Recorder
+
+SKIP = GroupEntry(F.NO_GROUP, iter(()), (), -1)  # a group of one: nothing to wait for, nothing recorded
+_R = F.REDUCE_CODE
+
+
+class _Depth(threading.local):
+    depth = 0
+
+
+_tls = _Depth()
+_owner_label: dict[int, tuple[Any, str]] = {}  # id(process group) -> (ref, coordinator label), for pynccl/custom-AR
+_warned: set[str] = set()
+
+
+class Meta:
+    """Shape, dtype and size of a tensor that does not exist yet (recv(size, dtype))."""
+
+    __slots__ = ("shape", "dtype", "is_cuda")
+
+    def __init__(self, shape: Any, dtype: Any) -> None:
+        self.shape, self.dtype, self.is_cuda = tuple(shape), dtype, False
+
+    def numel(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+
+def partition_index(ranks: tuple[int, ...]) -> int:
+    """Which group of its family a group is, from its members alone.
+
+    Families partition the ranks into equal arithmetic runs (TP: 0-3, 4-7; DP: 0,4 / 1,5...): the index of
+    the run start..start+step*(n-1) is (start // (step*n)) * step + start % step, i.e. dense 0, 1, 2...
+    Irregular groups fall back to their lowest rank, which still names them uniquely.
+    """
+    r = sorted(ranks)
+    if len(r) < 2:
+        return r[0] if r else 0
+    step = r[1] - r[0]
+    if step <= 0 or any(b - a != step for a, b in zip(r, r[1:])):
+        return r[0]
+    return (r[0] // (step * len(r))) * step + r[0] % step
+
+
+def group_label(unique_name: str, ranks: tuple[int, ...]) -> str:
+    """'tp:0' on ranks 4-7 (TP=4) -> 'tp:1'. A second group of one name in a process keeps its counter."""
+    base, _, counter = str(unique_name).rpartition(":")
+    if not base or not counter.isdigit():
+        base, counter = str(unique_name), "0"
+    if counter != "0":
+        base = f"{base}{counter}"
+    return f"{base}:{partition_index(ranks)}"
+
+
+def _torch_ranks(group: Any, fallback_size: int) -> tuple[int, ...]:
+    dist = sys.modules.get("torch.distributed")
+    try:
+        return tuple(dist.get_process_group_ranks(group))  # type: ignore[union-attr]
+    except Exception:  # StatelessProcessGroup and friends: ranks relative to the group
+        return tuple(range(fallback_size))
+
+
+# --- group resolution per kind of object -------------------------------------------------------------
+def _coordinator_entry(kind: str) -> Callable[[Recorder, Any], GroupEntry]:
+    def resolve(rec: Recorder, coord: Any) -> GroupEntry:
+        ranks = tuple(coord.ranks)
+        if len(ranks) < 2:
+            entry = SKIP
+        else:
+            label = group_label(coord.unique_name, ranks)
+            for pg in (getattr(coord, "cpu_group", None), getattr(coord, "device_group", None)):
+                if pg is not None:
+                    try:
+                        ref: Any = weakref.ref(pg)
+                    except TypeError:
+                        ref = lambda pg=pg: pg  # noqa: E731
+                    _owner_label[id(pg)] = (ref, label)
+            if rec.rank < 0:
+                rec.set_rank(int(coord.rank), -1, int(getattr(coord, "local_rank", -1)))
+            entry = rec.group(kind, label, str(coord.unique_name), ranks, int(coord.rank_in_group))
+        rec.cache[coord] = entry
+        return entry
+
+    return resolve
+
+
+def _communicator_entry(kind: str, suffix: str) -> Callable[[Recorder, Any], GroupEntry]:
+    """pynccl / custom all-reduce objects: `group` (a cpu process group), `rank` (in group), `world_size`."""
+
+    def resolve(rec: Recorder, comm: Any) -> GroupEntry:
+        size = int(getattr(comm, "world_size", 0) or 0)
+        group = getattr(comm, "group", None)
+        ranks = _torch_ranks(group, size)
+        if len(ranks) < 2:
+            entry = SKIP
+        else:
+            ref, owner = _owner_label.get(id(group), (None, None))
+            if ref is None or ref() is not group:
+                owner = None  # an id reused by a newer object
+            name = f"{owner}/{suffix}" if owner else f"{suffix}:{partition_index(ranks)}"
+            rank_in_group = int(getattr(comm, "rank", -1))
+            entry = rec.group(kind, name, name, ranks, rank_in_group)
+        rec.cache[comm] = entry
+        return entry
+
+    return resolve
+
+
+# --- the wrapper ------------------------------------------------------------------------------------------
+def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Callable[..., tuple],
+                        resolve: Callable[[Recorder, Any], GroupEntry]) -> Callable[..., Any]:
+    """probe(self, *args, **kwargs) -> (tensor or Meta or None, out numel or -1, reduce code, peer index in
+    group or None, skip?). Library calls are slower than torch's (a GPU op each), so this one is plain."""
+    default_op = F.OP_CODE[op_name]
+    is_compiling = _compiling_check()
+
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if is_compiling() or _tls.depth:
+            return original(self, *args, **kwargs)
+        rec = stamp = None
+        try:
+            t, out_numel, redop, peer_index, op = probe(self, *args, **kwargs)
+            if op is not None:
+                rec = _act.REC or _act.recorder()
+                entry = rec.cache.get(self) or resolve(rec, self)
+                if entry.gid != F.NO_GROUP:
+                    peer = entry.ranks[peer_index] if peer_index is not None and 0 <= peer_index < len(
+                        entry.ranks) else -1
+                    if op in F.P2P_OPS and peer >= 0:
+                        me = entry.ranks[entry.rank_in_group]
+                        pair = (min(me, peer), max(me, peer))
+                        entry = rec.group("p2p", f"{entry.name}/p2p:{pair[0]}-{pair[1]}", "p2p",
+                                          pair, pair.index(me))
+                    f = sys._getframe(1)
+                    site = rec.sites.get(id(f.f_code) | (f.f_lasti << 48)) or rec.site(f)
+                    if t is None:
+                        stamp = rec.write(entry, op, redop, 0, 0, 0, (), peer, site, 0)
+                    else:
+                        numel = t.numel()
+                        is_cuda = bool(getattr(t, "is_cuda", False))
+                        stamp = rec.write(entry, op, redop, _dtype_code(t.dtype), numel,
+                                          numel if out_numel < 0 else out_numel, tuple(t.shape), peer, site,
+                                          F.F_CUDA if is_cuda else 0)
+        except Exception as exc:  # tracing never changes what the application sees
+            _warn_once(op_name, exc)
+            stamp = None
+        _tls.depth += 1
+        try:
+            result = original(self, *args, **kwargs)
+        except BaseException:
+            if stamp is not None:
+                rec.complete(stamp, F.ISSUED, F.F_RAISED)
+            raise
+        finally:
+            _tls.depth -= 1
+        if stamp is not None:
+            if t is not None and getattr(t, "is_cuda", False):
+                completion.watch_cuda(rec, stamp, kwargs.get("stream"))
+            else:
+                rec.complete(stamp)
+        return result
+
+    return wrapper
+
+
+def _dtype_code(dtype: Any) -> int:
+    name = str(dtype).rpartition(".")[2]
+    return F.DTYPE_CODE.get(name, F.DTYPE_CODE["other"])
+
+
+def _compiling_check() -> Callable[[], bool]:
+    from hangdoc.tracer.torch_dist import _compiling_check as check
+
+    return check()
+
+
+def _warn_once(what: str, exc: BaseException) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        print(f"hangdoc: tracer skipped a {what} call it could not read: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+
+
+# --- probes ---------------------------------------------------------------------------------------------
+# Each returns (tensor, out_numel, reduce code, peer index in the group, op code or None to skip the call).
+_A = F.OP_CODE
+_SUM = _R["SUM"]
+
+
+def _first(x: Any) -> Any:
+    return x[0] if isinstance(x, (list, tuple)) and x else x
+
+
+def _ws(self: Any) -> int:
+    return int(getattr(self, "world_size", 1) or 1)
+
+
+def _next_rank(self: Any) -> int:
+    return (int(self.rank_in_group) + 1) % _ws(self)
+
+
+def _prev_rank(self: Any) -> int:
+    return (int(self.rank_in_group) - 1) % _ws(self)
+
+
+VLLM_COORDINATOR: dict[str, tuple[str, Callable[..., tuple]]] = {
+    "_all_reduce_out_place": ("all_reduce", lambda self, input_, *a, **k: (input_, -1, _SUM, None, _A["all_reduce"])),
+    "_all_gather_out_place": ("all_gather", lambda self, input_, dim=-1, *a, **k: (
+        input_, input_.numel() * _ws(self), 0, None, _A["all_gather"])),
+    "_reduce_scatter_out_place": ("reduce_scatter", lambda self, input_, dim=-1, *a, **k: (
+        input_, input_.numel() // _ws(self), _SUM, None, _A["reduce_scatter"])),
+    "all_gatherv": ("all_gatherv", lambda self, input_, *a, **k: (
+        _first(input_), -1, 0, None, _A["all_gatherv"])),
+    "reduce_scatterv": ("reduce_scatterv", lambda self, input_, *a, **k: (
+        input_, -1, _SUM, None, _A["reduce_scatterv"])),
+    "reduce_scatterv_into_output": ("reduce_scatterv", lambda self, input_, output=None, *a, **k: (
+        input_, output.numel() if output is not None else -1, _SUM, None, _A["reduce_scatterv"])),
+    "gather": ("gather", lambda self, input_, dst=0, *a, **k: (input_, -1, 0, dst, _A["gather"])),
+    "broadcast": ("broadcast", lambda self, input_, src=0, *a, **k: (input_, -1, 0, src, _A["broadcast"])),
+    "send": ("send", lambda self, tensor, dst=None, *a, **k: (
+        tensor, -1, 0, _next_rank(self) if dst is None else dst, _A["send"])),
+    "recv": ("recv", lambda self, size, dtype, src=None, *a, **k: (
+        Meta(size, dtype), -1, 0, _prev_rank(self) if src is None else src, _A["recv"])),
+    "dispatch_router_logits": ("dispatch_router_logits", lambda self, hidden_states, *a, **k: (
+        hidden_states, -1, 0, None, _A["dispatch_router_logits"])),
+    "dispatch": ("dispatch", lambda self, hidden_states, *a, **k: (hidden_states, -1, 0, None, _A["dispatch"])),
+    "combine": ("combine", lambda self, hidden_states, *a, **k: (hidden_states, -1, 0, None, _A["combine"])),
+}
+
+SGLANG_COORDINATOR: dict[str, tuple[str, Callable[..., tuple]]] = {
+    "_all_reduce_out_place": VLLM_COORDINATOR["_all_reduce_out_place"],
+    "_all_reduce_in_place": VLLM_COORDINATOR["_all_reduce_out_place"],
+    "_all_gather_into_tensor": ("all_gather", lambda self, output, input, *a, **k: (
+        input, output.numel(), 0, None, _A["all_gather"])),
+    "_reduce_scatter_tensor": ("reduce_scatter", lambda self, output, input, *a, **k: (
+        input, output.numel(), _SUM, None, _A["reduce_scatter"])),
+    "_all_to_all_single": ("all_to_all", lambda self, output, input, *a, **k: (
+        input, output.numel(), 0, None, _A["all_to_all"])),
+    "reduce_scatter": ("reduce_scatter", lambda self, output, input_list, *a, **k: (
+        _first(input_list), output.numel(), _SUM, None, _A["reduce_scatter"])),
+    "reduce_scatterv": ("reduce_scatterv", lambda self, input_, output=None, sizes=None, *a, **k: (
+        input_, output.numel() if output is not None else -1, _SUM, None, _A["reduce_scatterv"])),
+    "all_gatherv": ("all_gatherv", lambda self, input_, *a, **k: (_first(input_), -1, 0, None, _A["all_gatherv"])),
+    "gather": VLLM_COORDINATOR["gather"],
+    "broadcast": VLLM_COORDINATOR["broadcast"],
+    "send": VLLM_COORDINATOR["send"],
+    "recv": VLLM_COORDINATOR["recv"],
+}
+
+
+def _enabled(self: Any) -> bool:
+    return not getattr(self, "disabled", False)
+
+
+def _redop(op: Any) -> int:
+    name = str(op).rpartition(".")[2].upper()
+    return _R.get(name, _R["OTHER"]) if op is not None else _SUM
+
+
+def _on(self: Any, code: int) -> int | None:
+    return code if _enabled(self) else None
+
+
+def _pynccl_all_reduce(self: Any, in_tensor: Any, a: tuple, k: dict) -> tuple:
+    """vLLM: all_reduce(in_tensor, out_tensor=None, op=SUM, stream=None); SGLang: all_reduce(tensor, op=SUM)."""
+    op = k.get("op")
+    if a:
+        op = (a[1] if len(a) > 1 else op) if a[0] is None or hasattr(a[0], "numel") else a[0]
+    return in_tensor, -1, _redop(op), None, _on(self, _A["all_reduce"])
+
+
+# pynccl (vLLM and SGLang): peers and roots are ranks in the communicator; a disabled one does nothing.
+PYNCCL: dict[str, tuple[str, Callable[..., tuple]]] = {
+    "all_reduce": ("all_reduce", lambda self, in_tensor, *a, **k: _pynccl_all_reduce(self, in_tensor, a, k)),
+    "outplace_all_reduce": ("all_reduce", lambda self, in_tensor, out_tensor=None, op=None, *a, **k: (
+        in_tensor, -1, _redop(op), None, _on(self, _A["all_reduce"]))),
+    "all_gather": ("all_gather", lambda self, output_tensor, input_tensor, sizes=None, *a, **k: (
+        input_tensor, output_tensor.numel(), 0, None,
+        _on(self, _A["all_gather"] if sizes is None or not isinstance(sizes, (list, tuple)) else _A["all_gatherv"]))),
+    "all_gatherv": ("all_gatherv", lambda self, output_tensor, input_tensor, *a, **k: (
+        input_tensor, output_tensor.numel(), 0, None, _on(self, _A["all_gatherv"]))),
+    "reduce_scatter": ("reduce_scatter", lambda self, output_tensor, input_tensor, op=None, sizes=None, *a, **k: (
+        input_tensor, output_tensor.numel(), _redop(op), None,
+        _on(self, _A["reduce_scatter"] if sizes is None or not isinstance(sizes, (list, tuple))
+            else _A["reduce_scatterv"]))),
+    "reduce_scatterv": ("reduce_scatterv", lambda self, output_tensor, input_tensor, sizes=None, op=None, *a, **k: (
+        input_tensor, output_tensor.numel(), _redop(op), None, _on(self, _A["reduce_scatterv"]))),
+    "reduce": ("reduce", lambda self, output_tensor, input_tensor, root=0, op=None, *a, **k: (
+        input_tensor, output_tensor.numel(), _redop(op), root, _on(self, _A["reduce"]))),
+    "scatter": ("scatter", lambda self, output_tensor, input_tensor, sizes=None, root=0, *a, **k: (
+        input_tensor, output_tensor.numel(), 0, root, _on(self, _A["scatter"]))),
+    "all_to_all_single": ("all_to_all", lambda self, output_tensor, input_tensor, *a, **k: (
+        input_tensor, output_tensor.numel(), 0, None, _on(self, _A["all_to_all"]))),
+    "broadcast": ("broadcast", lambda self, tensor, src, *a, **k: (tensor, -1, 0, src, _on(self, _A["broadcast"]))),
+    "send": ("send", lambda self, tensor, dst, *a, **k: (tensor, -1, 0, dst, _on(self, _A["send"]))),
+    "recv": ("recv", lambda self, tensor, src, *a, **k: (tensor, -1, 0, src, _on(self, _A["recv"]))),
+}
+
+CUSTOM_AR: dict[str, tuple[str, Callable[..., tuple]]] = {
+    "all_reduce": ("all_reduce", lambda self, inp, *a, **k: (inp, -1, _SUM, None, _on(self, _A["all_reduce"]))),
+}
+
+
+def wrap_class(cls: Any, methods: dict[str, tuple[str, Callable[..., tuple]]],
+               resolve: Callable[[Recorder, Any], GroupEntry]) -> list[str]:
+    """Wrap the methods `cls` defines itself; returns their names (a method a version lacks is skipped)."""
+    done = []
+    for name, (op_name, probe) in methods.items():
+        if name in vars(cls):
+            if _act.patch(cls, name, lambda orig, o=op_name, p=probe: make_method_wrapper(orig, o, p, resolve)):
+                done.append(name)
+    return done
+
+
+def _install(module: ModuleType, class_name: str, methods: dict, resolve: Callable) -> None:
+    cls = getattr(module, class_name, None)
+    if cls is not None:
+        wrap_class(cls, methods, resolve)
+
+
+def install_vllm_coordinator(module: ModuleType) -> None:
+    _install(module, "GroupCoordinator", VLLM_COORDINATOR, _coordinator_entry("vllm"))
+
+
+def install_vllm_pynccl(module: ModuleType) -> None:
+    _install(module, "PyNcclCommunicator", PYNCCL, _communicator_entry("vllm", "pynccl"))
+
+
+def install_vllm_custom_ar(module: ModuleType) -> None:
+    _install(module, "CustomAllreduce", CUSTOM_AR, _communicator_entry("vllm", "custom_ar"))
+
+
+def install_sglang_coordinator(module: ModuleType) -> None:
+    _install(module, "GroupCoordinator", SGLANG_COORDINATOR, _coordinator_entry("sglang"))
+
+
+def install_sglang_pynccl(module: ModuleType) -> None:
+    _install(module, "PyNcclCommunicator", PYNCCL, _communicator_entry("sglang", "pynccl"))
+
+
+def install_sglang_custom_ar(module: ModuleType) -> None:
+    _install(module, "CustomAllreduce", CUSTOM_AR, _communicator_entry("sglang", "custom_ar"))
