@@ -61,7 +61,7 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
             by_size.setdefault(len(rows), []).append((c.index, rows))
     if len(ranks) >= 3:  # every rank: the reference of last resort (jobs whose groups all have 2 members)
         by_size.setdefault(len(ranks), []).append((ALL_RANKS, list(range(len(ranks)))))
-    # (member row, comm, peers' median per family, fraction of peers at that median, peer rows or None)
+    # (member row, comm, peers' median per family, fraction of members at that median, peer rows)
     candidates: list[tuple[int, int, np.ndarray, np.ndarray, list[int]]] = []
     for size, items in by_size.items():
         m = np.asarray([rows for _, rows in items], dtype=np.int64)  # comms x size
@@ -76,7 +76,7 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
             if size <= EXACT_UP_TO:  # small groups: the peers' own median, without the rank itself
                 with np.errstate(all="ignore"):
                     pm = np.nanmedian(counts[peers], axis=0)
-                    candidates.append((rows[b], items[a][0], pm, np.mean(counts[peers] == pm, axis=0), peers))
+                    candidates.append((rows[b], items[a][0], pm, np.mean(counts[rows] == pm, axis=0), peers))
             else:  # large groups: one member barely moves the median
                 candidates.append((rows[b], items[a][0], med[a], agree[a], peers))
     best: dict[int, tuple] = {}
@@ -88,7 +88,7 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
         pairs = [(k, fp, fm) for k, fp in plus for k2, fm in minus if k == k2]
         if not pairs:
             continue
-        # Only a swap when the rank is the odd one out: most of its peers agree with each other.
+        # Only a swap when the rank is the odd one out: a strict majority of members agree (2 vs 2 is no one's fault).
         k, fp, fm = max(pairs)
         if min(agreeing[fp], agreeing[fm]) <= 0.5:
             continue

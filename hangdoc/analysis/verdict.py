@@ -124,7 +124,7 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         reason.append("corroborated by " + ", ".join(f.kind for f in corroborating) + " on the same rank(s)")
     if symptoms and primary.role != "symptom":
         reason.append(f"{plural(len(symptoms), 'symptom finding')} ({', '.join(sorted({f.kind for f in symptoms}))}) "
-                      f"describe ranks waiting on it")
+                      f"{'describes' if len(symptoms) == 1 else 'describe'} what follows from it")
     if primary.role == "symptom":
         reason.append("no cause was found; this is the strongest symptom")
     if tie:

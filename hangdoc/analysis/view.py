@@ -355,26 +355,27 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         at_first = bad_rows[seq[bad_rows] == first_seq[row_comm[bad_rows]]]
         comm_first_bad_pos[row_comm[at_first]] = pos[at_first]
 
-    # Completion. With unknown states every call but a communicator's last one completed, and of a rank's
-    # last calls only the latest it issued is in flight (a rank blocks in one call at a time). Without
-    # timestamps: a last call completed when most members went past it and its position agrees.
+    # Completion. With unknown states every call but a rank's last on a communicator completed. That last
+    # one completed too when most members went past it and its position agrees (it was matched), or when
+    # the rank issued a later call elsewhere: a rank blocks in one call at a time, so it has at most one
+    # call in flight.
     done = state == COMPLETED
     unknown = state == UNKNOWN
     last = seq == pair_maxseq[pair]
     done |= unknown & ~last
     tail = np.nonzero(unknown & last)[0]
     if tail.size:
-        t_issue = pc.fill_null(take(t.column("t_issue"), tail), np.nan).to_numpy(zero_copy_only=False)
-        timed = ~np.isnan(t_issue)
-        if timed.any():
-            rk = rank[tail[timed]]
-            latest = np.full(int(rk.max()) + 1, -np.inf)
-            np.maximum.at(latest, rk, t_issue[timed])
-            done[tail[timed]] = t_issue[timed] < latest[rk]
-        untimed = tail[~timed]
-        if untimed.size:
-            med = _upper_median_per_comm(pair_comm, pair_maxseq, n_comms)
-            done[untimed] = (seq[untimed] < med[row_comm[untimed]]) & ~bad_flag[pos[untimed]]
+        med = _upper_median_per_comm(pair_comm, pair_maxseq, n_comms)
+        done[tail] = (seq[tail] < med[row_comm[tail]]) & ~bad_flag[pos[tail]]
+        # "Later" is the issue time, or the row order for a rank without times (traces are written in order).
+        when = pc.fill_null(take(t.column("t_issue"), tail), np.nan).to_numpy(zero_copy_only=False).astype(float)
+        rk = rank[tail]
+        untimed = np.zeros(int(rk.max()) + 1, bool)
+        untimed[rk[np.isnan(when)]] = True
+        when = np.where(untimed[rk], tail.astype(float), when)
+        latest = np.full(untimed.size, -np.inf)
+        np.maximum.at(latest, rk, when)
+        done[tail] |= when < latest[rk]
     nd = np.nonzero(~done)[0]
     pair_front = np.full(n_pairs, _NONE, np.int64)
     np.minimum.at(pair_front, pair[nd], seq[nd])

@@ -409,7 +409,8 @@ def wait_chain_pass(ctx: "Context") -> list[Finding]:
     root_text = " or ".join(ranks_text(r) for r in roots[:3]) if roots else "a cycle"
     summary = (
         f"{plural(len(waiting), 'stuck rank')} wait{'s' if len(waiting) == 1 else ''}, directly or through another "
-        f"rank, on {root_text} ({number(len(direct))} directly, {number(len(indirect))} through other ranks)"
+        f"rank, on {root_text} ({number(len(direct)) if direct else 'none'} directly, "
+        f"{number(len(indirect)) if indirect else 'none'} through other ranks)"
     )
     return [Finding(
         kind=WAIT_CHAIN,
