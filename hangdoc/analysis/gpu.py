@@ -18,6 +18,7 @@ from hangdoc.analysis.model import (
     CALL_COUNT_SWAP, COLLECTIVE_MISMATCH, GPU_SPIN_WAIT, LAGGING_RANK, MISSING_RANK, OOM, ORDER_INVERSION,
     RANK_EXITED, STACK_DIVERGENCE, STUCK_IN_TEARDOWN, Finding,
 )
+from hangdoc.analysis.host import context_views, rank_views
 from hangdoc.analysis.procs import Processes, gib, ranks_text, rows
 
 GPU_IDLE = "gpu_idle"
@@ -70,19 +71,24 @@ def _lookup(mapping: dict[tuple[Any, int], Any], host: Any, gpu: int) -> Any:
     return loose[0] if len(loose) == 1 else None
 
 
-def _gpus_text(gpus: Sequence[int]) -> str:
-    return ("GPU " if len(gpus) == 1 else "GPUs ") + ranks_text(gpus).split(" ", 1)[1]
+def _gpus_text(keys: Sequence[tuple[Any, int]]) -> str:
+    """'GPUs 0-7', or 'GPUs 0-7 on 128 hosts' when the same indices repeat on several hosts."""
+    gpus = sorted({g for _, g in keys})
+    text = ("GPU " if len(gpus) == 1 else "GPUs ") + ranks_text(gpus).split(" ", 1)[1]
+    hosts = {h for h, _ in keys}
+    return text + (f" on {len(hosts)} hosts" if len(hosts) > 1 else "")
 
 
-def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = ()) -> list[Finding]:
+def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = (), procs: Processes | None = None,
+                 views: list[stacks.RankView] | None = None) -> list[Finding]:
     samples = rows(table("gpu_samples"))
     if not samples:
         return []
-    procs = Processes(table)
+    procs = procs if procs is not None else Processes(table)
     gpu_procs = rows(table("gpu_processes"))
     owners = _gpu_ranks(procs, gpu_procs)
     held_by_proc = {(r.get("host"), int(r["gpu"])) for r in gpu_procs if r.get("gpu") is not None}
-    views = {v.rank: v for v in stacks.rank_views(table("py_frames"), procs.table(), table("collectives")) if v.rank is not None}
+    views = {v.rank: v for v in (views if views is not None else rank_views(table, procs)) if v.rank is not None}
     series = _series(samples)
 
     spinning: list[tuple[Any, int]] = []
@@ -128,7 +134,7 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         in_coll = [r for r in rk if r in views and views[r].placement.category == stacks.COLLECTIVE]
         gpus = [k[1] for k in spinning]
         n = len(series[spinning[0]])
-        summary = f"{_gpus_text(gpus)}" + (f" ({ranks_text(rk)})" if rk else "")
+        summary = f"{_gpus_text(spinning)}" + (f" ({ranks_text(rk)})" if rk else "")
         summary += (f": SM >= {SPIN_SM:.0f} % with memory bandwidth <= {SPIN_MEM_BW:.0f} % in all {n} sample(s), the "
                     f"NCCL spin-wait of a collective whose peer never arrives" if bw_known else
                     f": SM >= {SPIN_SM:.0f} % in all {n} sample(s) (memory bandwidth not recorded), as NCCL kernels "
@@ -147,12 +153,12 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         rk = ranks_on(idle)
         gpus = [k[1] for k in idle]
         spin_ranks = ranks_on(spinning)
-        summary = f"{_gpus_text(gpus)}" + (f" ({ranks_text(rk)})" if rk else "")
+        summary = f"{_gpus_text(idle)}" + (f" ({ranks_text(rk)})" if rk else "")
         summary += " hold memory but run nothing in any sample"
         role = "symptom"
         waiting: tuple[int, ...] = ()
         if spinning and len(idle) < len(spinning):
-            summary += (f", while {_gpus_text([k[1] for k in spinning])} spin in a collective: "
+            summary += (f", while {_gpus_text(spinning)} spin in a collective: "
                         f"{'their ranks are' if len(rk) != 1 else 'its rank is'} not in the collective the others wait in")
             role, waiting = "cause", tuple(spin_ranks)
         else:
@@ -172,11 +178,12 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
             s = series[(h, g)][-1]
             evidence.append(f"GPU {g}: {gib(s.get('mem_used'))} of {gib(s.get('mem_total'))} used ({100 * frac:.1f} %)")
         findings.append(Finding(kind=GPU_MEMORY_FULL, ranks=tuple(rk),
-                                summary=f"{_gpus_text([k[1] for k in keys])} memory nearly full (up to {100 * worst:.1f} %)",
+                                summary=f"{_gpus_text(keys)} memory nearly full (up to {100 * worst:.1f} %)",
                                 evidence=tuple(evidence), role="symptom", details={"gpus": [k[1] for k in keys]}))
     return findings
 
 
 def gpu_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: GPU spin-wait, idle GPUs under stuck ranks, full GPU memory."""
-    return gpu_findings(ctx.table, list(getattr(ctx, "findings", ())))
+    return gpu_findings(ctx.table, list(getattr(ctx, "findings", ())), *context_views(ctx))
+

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from hangdoc.analysis import stacks
 from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN, Finding
-from hangdoc.analysis.procs import Proc, Processes, gib, ranks_text, rows
+from hangdoc.analysis.procs import Proc, Processes, gib, ranks_text, rows, shared
 
 THREAD_STATES = "thread_states"
 STUCK_IN_KERNEL = "stuck_in_kernel"
@@ -324,10 +324,16 @@ def _signature_ids(kind: str) -> set[str]:
     return {s.id for s in load_catalogue() if s.kind == kind}
 
 
-def host_findings(table: Callable[[str], pa.Table]) -> list[Finding]:
+def rank_views(table: Callable[[str], pa.Table], procs: Processes) -> list[stacks.RankView]:
+    """The stacks module's per-rank view, with ranks from titles and logs that its own lookup does not read."""
+    return stacks.rank_views(table("py_frames"), procs.table(), table("collectives"))
+
+
+def host_findings(table: Callable[[str], pa.Table], procs: Processes | None = None,
+                  views: list[stacks.RankView] | None = None) -> list[Finding]:
     """Every host signature from the bundle's tables (`table(name)` returns one, empty when absent)."""
-    procs = Processes(table)
-    views = stacks.rank_views(table("py_frames"), procs.table(), table("collectives"))
+    procs = procs if procs is not None else Processes(table)
+    views = views if views is not None else rank_views(table, procs)
     events = rows(table("log_events"))
     findings = _state_findings(procs, thread_states(rows(table("thread_samples"))))
     exit_findings, exited = _exits(procs, views, events, _signature_ids(EXIT_SIGNATURES_KIND))
@@ -339,4 +345,10 @@ def host_findings(table: Callable[[str], pa.Table]) -> list[Finding]:
 
 def host_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: thread states, exited ranks, teardown, orphans."""
-    return host_findings(ctx.table)
+    return host_findings(ctx.table, *context_views(ctx))
+
+
+def context_views(ctx: Any) -> tuple[Processes, list[stacks.RankView]]:
+    """The coalesced processes and rank views, built once per analysis run for the host, log and GPU passes."""
+    procs = shared(ctx, "signatures.processes", lambda: Processes(ctx.table))
+    return procs, shared(ctx, "signatures.rank_views", lambda: rank_views(ctx.table, procs))

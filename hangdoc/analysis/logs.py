@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from hangdoc.analysis import stacks
 from hangdoc.analysis.model import KV_TRANSFER_STRANDED, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED, Finding
+from hangdoc.analysis.host import context_views, rank_views
 from hangdoc.analysis.procs import Processes, ranks_text, rows
 from hangdoc.importers.ops import normalize_op
 from hangdoc.signatures import Signature, load_catalogue
@@ -248,13 +249,14 @@ def _deaths(events: list[dict[str, Any]], sigs: dict[str, Signature], earlier: S
                     count=len(died), details={"source": "log", "confidence": "medium"})]
 
 
-def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = ()) -> list[Finding]:
+def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = (), procs: Processes | None = None,
+                 views: list[stacks.RankView] | None = None) -> list[Finding]:
     events = [e for e in rows(table("log_events")) if e.get("signature")]
     if not events:
         return []
     sigs = {s.id: s for s in load_catalogue()}
-    procs = Processes(table)
-    views = {v.rank: v for v in stacks.rank_views(table("py_frames"), procs.table(), table("collectives")) if v.rank is not None}
+    procs = procs if procs is not None else Processes(table)
+    views = {v.rank: v for v in (views if views is not None else rank_views(table, procs)) if v.rank is not None}
     known = {r for r in procs.ranked()} | {int(e["rank"]) for e in events if e.get("rank") is not None}
     findings = _kv(events, sigs) + _oom(events, sigs, views, known) + _startup_race(events, sigs, procs)
     findings += _deaths(events, sigs, earlier)
@@ -264,4 +266,5 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
 
 def log_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: catalogued log lines as findings."""
-    return log_findings(ctx.table, list(getattr(ctx, "findings", ())))
+    return log_findings(ctx.table, list(getattr(ctx, "findings", ())), *context_views(ctx))
+

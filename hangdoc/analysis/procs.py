@@ -173,6 +173,16 @@ class Processes:
         return p.rank if p is not None else None
 
 
+def shared(ctx: Any, key: str, make: Callable[[], Any]) -> Any:
+    """One value per analysis run, kept in the pipeline context's cache (tables never change within a run)."""
+    cache = getattr(ctx, "_cache", None)
+    if not isinstance(cache, dict):
+        return make()
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 def ranks_text(ranks: Iterable[int]) -> str:
     """'0-3, 6' for people; a single rank reads 'rank 5'."""
     rs = sorted(set(ranks))
