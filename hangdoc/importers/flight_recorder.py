@@ -1,0 +1,737 @@
+"""PyTorch Flight Recorder (FR) dumps -> the `collectives` table.
+
+One file per rank, named prefix + rank ("nccl_trace_rank_3"), pickle or JSON, dump versions from the
+2024 layouts ("1.x": one `seq_id`) through "2.0"+ (`collective_seq_id` / `p2p_seq_id`) up to "2.10".
+What real dumps need and this module does (docs/trace-formats.md has the full mapping):
+
+- seq = collective_seq_id for collectives, p2p_seq_id for send/recv (a p2p row's seq counts that rank's
+  p2p calls on the group, apart from its collectives). record_id is kept but never aligned on: ring
+  buffers wrap at different points on different ranks.
+- gloo never moves `state` past "scheduled"; there `retired` is the completion signal.
+- Coalesced groups (entries sharing one seq, closed by a "coalesced" entry) become one collective row;
+  p2p members stay one row each and take the closing entry's state.
+- gloo writes no ranks into pg_config; membership and sizes are then inferred from the entries of all
+  rank files together.
+- Pickles are untrusted: loaded with safe_pickle (plain data only).
+
+Speed: a worker only loads a file and transposes its entries into raw Arrow columns (one C-level pass);
+names, states, dtypes, element counts and groups are then derived once, vectorised, over all ranks.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import math
+import os
+import re
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hangdoc.bundle import Bundle
+from hangdoc.errors import InputError
+from hangdoc.importers import safe_pickle
+from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_state
+from hangdoc.schema import conform, empty
+
+NAME = "flight-recorder"
+SOURCE = "flight-recorder"
+NEWEST_KNOWN_VERSION = (2, 10)
+
+_SNIFF_BYTES = 4096
+_RANK_RE = re.compile(r"(\d+)(?:\.(?:json|pkl|pickle))?$")
+_PARALLEL_MIN_FILES = 64
+# group_ranks is a per-row list; a 1024-rank world group would repeat 1024 ranks on every one of its
+# rows. Above this many list elements in all, only each (rank, group)'s first row carries the list.
+GROUP_RANKS_BUDGET = 8_000_000
+
+P2P_OPS = frozenset({"send", "recv"})
+_GATHER_OPS = ("all_gather", "all_gather_coalesced")  # output = group size x input
+_SCATTER_OPS = ("reduce_scatter", "reduce_scatter_coalesced")  # input = group size x output
+
+_shapes = pa.list_(pa.list_(pa.int64()))
+# What a worker returns per file: every per-row column already in its final form, except the group
+# (pg_key indexes the file's own (pg name, pg desc) list) and the peer (still group-local).
+_PART = pa.schema(
+    [
+        ("rank", pa.int64()),
+        ("pg_key", pa.int32()),
+        ("seq", pa.int64()),
+        ("op", pa.string()),
+        ("dtype", pa.string()),
+        ("in_shapes", _shapes),
+        ("out_shapes", _shapes),
+        ("in_numel", pa.int64()),
+        ("out_numel", pa.int64()),
+        ("peer_local", pa.int64()),
+        ("t_issue", pa.float64()),
+        ("state", pa.string()),
+        ("record_id", pa.int64()),
+        ("call_site", pa.string()),
+    ]
+)
+
+
+# ----------------------------------------------------------------------------------------------------
+# sniffing and file naming
+# ----------------------------------------------------------------------------------------------------
+def matches(path: Path) -> bool:
+    """A Flight Recorder dump: a pickle or JSON object whose first bytes name FR keys. Never parses."""
+    with open(path, "rb") as f:
+        head = f.read(_SNIFF_BYTES)
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return b"pg_config" in head or (b"entries" in head and b"profiling_name" in head)
+    if head.lstrip()[:1] == b"{":
+        return b'"pg_config"' in head or (b'"entries"' in head and b'"profiling_name"' in head)
+    return False
+
+
+def rank_of(path: str | Path) -> int | None:
+    """The rank a file holds: the number that ends its name (an optional .json/.pkl suffix aside)."""
+    m = _RANK_RE.search(Path(path).name)
+    return int(m.group(1)) if m else None
+
+
+# ----------------------------------------------------------------------------------------------------
+# one file -> raw columns (runs in worker processes)
+# ----------------------------------------------------------------------------------------------------
+class _BadDump(Exception):
+    """A file that cannot be used; the message becomes a bundle note."""
+
+
+@dataclass
+class _Parsed:
+    rank: int
+    path: str
+    table: pa.Table | None = None
+    version: str | None = None
+    pg_ranks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # pg name -> ranks, from pg_config
+    pg_desc: dict[str, str] = field(default_factory=dict)  # pg name -> desc, from pg_config
+    pg_keys: list[tuple[str, str | None]] = field(default_factory=list)  # per pg_key: (name, desc)
+    backends: set[str] = field(default_factory=set)  # "nccl", "gloo", ...
+    first_record_id: int | None = None
+    error: str | None = None
+
+
+def load_dump(path: Path) -> dict:
+    """The dump dict of one file (pickle through safe_pickle, or JSON); _BadDump says why not."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise _BadDump(f"unreadable: {exc.strerror or exc}") from None
+    if not data.strip():
+        raise _BadDump("empty file")
+    try:
+        obj = safe_pickle.loads(data) if data[0] == 0x80 else json.loads(data)
+    except safe_pickle.UnsafePickleError as exc:
+        raise _BadDump(f"{exc}; nothing in it was run") from None
+    except RecursionError:
+        raise _BadDump("corrupt: nested too deeply") from None
+    except Exception as exc:  # truncated/corrupt pickle or JSON: EOFError, UnpicklingError, ValueError, ...
+        raise _BadDump(f"truncated or corrupt ({type(exc).__name__}: {str(exc)[:100]})") from None
+    if not isinstance(obj, dict) or not ({"entries", "pg_config", "version"} & set(obj)):
+        raise _BadDump("not a Flight Recorder dump (no entries / pg_config / version)")
+    return obj
+
+
+def _parse_ranks(value: Any) -> tuple[int, ...] | None:
+    """pg_config "ranks": the string "[0, 1, 2]" (every version) or a list; never eval'd."""
+    if isinstance(value, (list, tuple)):
+        items: list[Any] = list(value)
+    elif isinstance(value, str):
+        body = value.strip().strip("[]").strip()
+        items = [x for x in body.split(",") if x.strip()] if body else []
+    else:
+        return None
+    try:
+        return tuple(sorted({int(x) for x in items})) or None
+    except (TypeError, ValueError):
+        return None
+
+
+_FIELDS = (
+    "process_group", "pg_id", "seq_id", "collective_seq_id", "p2p_seq_id", "is_p2p", "profiling_name",
+    "state", "retired", "input_dtypes", "output_dtypes", "input_sizes", "output_sizes", "time_created_ns",
+    "record_id", "frames",
+)  # fmt: skip
+
+
+def _transpose(entries: list[dict]) -> dict[str, tuple]:
+    """Entries (dicts) -> one tuple per field, in one C-level pass when every entry has the same keys."""
+    first = entries[0]
+    keys = [k for k in _FIELDS if k in first] + ["profiling_name", "record_id"]  # >= 2 keys for itemgetter
+    try:
+        return dict(zip(keys, zip(*map(itemgetter(*keys), entries))))
+    except KeyError:  # ragged entries
+        return {k: tuple(e.get(k) for e in entries) for k in keys}
+
+
+def _call_sites(frames_col: tuple) -> list[str | None]:
+    """Per entry: the innermost frame outside torch (the user's call), else the innermost frame."""
+    cache: dict[int, tuple[bool, str]] = {}  # frame dicts are shared between entries in a dump
+
+    def describe(fr: Any) -> tuple[bool, str]:
+        got = cache.get(id(fr))
+        if got is None:
+            f = fr if isinstance(fr, dict) else {}
+            fname = str(f.get("filename", "?"))
+            got = ("/torch/" in fname or fname.startswith("torch/"), f"{f.get('name', '?')} ({fname}:{f.get('line', '?')})")
+            cache[id(fr)] = got
+        return got
+
+    out: list[str | None] = []
+    for frames in frames_col:
+        site = None
+        for fr in frames or ():
+            in_torch, text = describe(fr)
+            if site is None:
+                site = text
+            if not in_torch:
+                site = text
+                break
+        out.append(site)
+    return out
+
+
+def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None]], set[str]]:
+    """One rank's entries as a _PART table, its (pg name, pg desc) keys and the backends named.
+
+    Layout differences are settled here, per key; per-row values go through small dictionaries over
+    the few distinct names, states and dtypes a file holds."""
+    entries = dump.get("entries") or []  # JSON dumps leave "entries" out when the buffer is empty
+    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+        raise _BadDump("entries is not a list of dicts")
+    if not entries:
+        return _PART.empty_table(), [], set()
+    c = _transpose(entries)
+    n = len(entries)
+    nothing = (None,) * n
+
+    pgs = c.get("process_group")
+    if pgs is None:  # oldest dumps: only pg_id
+        names, descs = [str(x) for x in c.get("pg_id", ("?",) * n)], list(nothing)
+    else:  # (name, desc) tuple in pickles, [name, desc] list in JSON
+        try:
+            names, descs = [str(p[0]) for p in pgs], [p[1] for p in pgs]
+        except (TypeError, IndexError, KeyError):
+            names = [str(p[0]) if isinstance(p, (list, tuple)) and p else str(p) for p in pgs]
+            descs = [p[1] if isinstance(p, (list, tuple)) and len(p) > 1 else None for p in pgs]
+    if "seq_id" in c and "collective_seq_id" not in c:  # "1.x": one counter for collectives and p2p
+        cseq = pseq = c["seq_id"]
+    else:
+        cseq, pseq = c.get("collective_seq_id", nothing), c.get("p2p_seq_id", nothing)
+    cols: dict[str, Any] = {
+        "pg_name": names,
+        "pg_desc": descs,
+        "pname": c["profiling_name"],
+        "cseq": cseq,
+        "pseq": pseq,
+        "is_p2p": c.get("is_p2p", nothing),
+        "state": c.get("state", nothing),
+        "retired": c.get("retired", nothing),
+        "in_dtypes": c.get("input_dtypes", nothing),
+        "out_dtypes": c.get("output_dtypes", nothing),
+        "in_shapes": c.get("input_sizes", nothing),
+        "out_shapes": c.get("output_sizes", nothing),
+        "created_ns": c.get("time_created_ns", nothing),
+        "record_id": c["record_id"],
+        "frames": c.get("frames", nothing),
+    }
+    if _has_coalesced(names, cseq, cols["pname"], cols["is_p2p"]):
+        cols = fold_coalesced(cols)
+    table, keys = _derive(cols, rank)
+    return table, keys, {_bare_op(p)[0] for p in set(cols["pname"])}
+
+
+def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, str | None]]]:
+    """Raw FR columns of one file -> a _PART table (our op, seq, state, dtype, numels, time, peer)."""
+    n = len(cols["pname"])
+    info = {p: _op_info(p) for p in set(cols["pname"])}  # -> (op, is gloo, group-local peer)
+    pinfo = [info[p] for p in cols["pname"]]
+    ops = [i[0] for i in pinfo]
+    p2p = [o in P2P_OPS if f is None else bool(f) for f, o in zip(cols["is_p2p"], ops)]  # no is_p2p before "2.2"
+    seq = [ps if f else cs for cs, ps, f in zip(cols["cseq"], cols["pseq"], p2p)]
+    states = [_STATES.get((s, r is True, i[1]), "unknown") for s, r, i in zip(cols["state"], cols["retired"], pinfo)]
+    dt = _DtypeNames()
+    dtypes = [dt[i[0]] if i else (dt[o[0]] if o else None) for i, o in zip(cols["in_dtypes"], cols["out_dtypes"])]
+    keys: dict[tuple[str, Any], int] = {}
+    pg_key = [keys.setdefault(k, len(keys)) for k in zip(cols["pg_name"], cols["pg_desc"])]
+    frames = cols["frames"]
+    table = pa.Table.from_pydict(
+        {
+            "rank": [rank] * n,
+            "pg_key": pg_key,
+            "seq": seq,
+            "op": ops,
+            "dtype": dtypes,
+            "in_shapes": cols["in_shapes"],
+            "out_shapes": cols["out_shapes"],
+            "in_numel": [None] * n,
+            "out_numel": [None] * n,
+            "peer_local": [i[2] for i in pinfo],
+            "t_issue": [t * 1e-9 if t else None for t in cols["created_ns"]],
+            "state": states,
+            "record_id": cols["record_id"],
+            "call_site": _call_sites(frames) if any(f is not None for f in frames) else [None] * n,
+        },
+        schema=_PART,
+    )
+    table = table.set_column(7, "in_numel", numel(table.column("in_shapes").combine_chunks()))
+    table = table.set_column(8, "out_numel", numel(table.column("out_shapes").combine_chunks()))
+    return table, [(name, None if desc is None else str(desc)) for name, desc in keys]
+
+
+# (FR state, retired, recorded by gloo) -> our state. gloo never updates `state` (it has no device
+# events), so there `retired` is the completion signal. Elsewhere retired-but-"scheduled" is a call the
+# watchdog gave up on (timed out): it never started, so it stays "issued".
+_STATES: dict[tuple[Any, bool, bool], str] = {
+    (s, r, g): ("completed" if (g and r) else "issued") if s == "scheduled" else normalize_state(s)
+    for s in ("scheduled", "started", "completed")
+    for r in (False, True)
+    for g in (False, True)
+}
+
+
+def _op_info(pname: Any) -> tuple[str, bool, int | None]:
+    """'nccl:send 0->1' -> ('send', False, 1): our op, whether gloo recorded it, the group-local peer."""
+    backend, op, meta = _bare_op(pname)
+    op = normalize_op(op) if op else "unknown"
+    peer = None
+    if op in P2P_OPS:  # "send me->peer", "recv me<-peer", in group ranks
+        m = re.fullmatch(r"\s*\d+\s*(?:->|<-)\s*(\d+)\s*", meta)
+        peer = int(m.group(1)) if m else None
+    return op, backend == "gloo", peer
+
+
+class _DtypeNames(dict):
+    def __missing__(self, key: Any) -> str | None:
+        value = None if key is None else normalize_dtype(str(key))
+        self[key] = value
+        return value
+
+
+def numel(shapes: pa.Array) -> pa.Array:
+    """Per row, the sum over its tensors of the product of their dims; null where shapes are unknown."""
+    tensors = pc.list_flatten(shapes)
+    dims = pc.list_flatten(tensors).to_numpy(zero_copy_only=False).astype(np.int64)
+    per_tensor = np.ones(len(tensors), np.int64)  # a 0-dim tensor (shape []) holds one element
+    np.multiply.at(per_tensor, pc.list_parent_indices(tensors).to_numpy(), dims)
+    per_row = np.zeros(len(shapes), np.int64)
+    np.add.at(per_row, pc.list_parent_indices(shapes).to_numpy(), per_tensor)
+    return pa.array(per_row, mask=pc.is_null(shapes).to_numpy(zero_copy_only=False))
+
+
+def _bare_op(pname: Any) -> tuple[str, str, str]:
+    """'nccl:send 0->1' -> ('nccl', 'send', '0->1')."""
+    name = str(pname or "")
+    backend, sep, rest = name.partition(":")
+    if not sep:
+        backend, rest = "", name
+    op, _, meta = rest.partition(" ")
+    return backend.lower(), op, meta.strip()
+
+
+def _has_coalesced(names: list, cseq: tuple, pnames: tuple, is_p2p: tuple) -> bool:
+    """Cheap check: any "coalesced" entry, or two collective entries of one group with one seq."""
+    if any("coalesced" in str(p) for p in set(pnames)):
+        return True
+    p2p_names = {p for p in set(pnames) if _op_info(p)[0] in P2P_OPS}
+    keys = [(g, s) for g, s, p, f in zip(names, cseq, pnames, is_p2p) if not (f or p in p2p_names)]
+    return len(set(keys)) < len(keys)
+
+
+def fold_coalesced(cols: dict[str, Any]) -> dict[str, list]:
+    """Fold coalesced groups: entries of one group sharing a seq, usually closed by a "coalesced" entry.
+
+    Collective members become one row named "<backend>:<op>_coalesced" when all share one op (else
+    "<backend>:coalesced"), shapes concatenated; p2p members stay one row each. Both take the closing
+    entry's state and retired flag: only it carries the device events. A closing entry without members
+    (before dump version 2.7 collective members were not recorded) stays a "coalesced" row; a p2p one
+    without members is dropped.
+    """
+    cols = {k: list(v) for k, v in cols.items()}
+    n = len(cols["pname"])
+    p2p = [bool(f) if f is not None else _op_info(p)[0] in P2P_OPS for f, p in zip(cols["is_p2p"], cols["pname"])]
+    keep: list[int] = []
+    member_ops: dict[int, list[str]] = {}  # kept collective row -> bare ops folded into it
+    runs: dict[tuple[Any, bool], tuple[Any, list[int]]] = {}  # (pg, p2p) -> (seq, rows of the open run)
+    for i in range(n):
+        key = (cols["pg_name"][i], p2p[i])
+        seq = cols["pseq"][i] if p2p[i] else cols["cseq"][i]
+        backend, op, _ = _bare_op(cols["pname"][i])
+        run = runs.get(key)
+        in_run = run is not None and run[0] == seq
+        if normalize_op(op) == "coalesced":
+            if in_run:
+                for j in run[1]:
+                    cols["state"][j], cols["retired"][j] = cols["state"][i], cols["retired"][i]
+                runs.pop(key)
+            elif not p2p[i]:
+                keep.append(i)
+            continue
+        if in_run and not p2p[i]:
+            j = run[1][0]
+            member_ops[j].append(op)
+            ops = set(member_ops[j])
+            cols["pname"][j] = f"{backend}:{ops.pop() + '_coalesced' if len(ops) == 1 else 'coalesced'}"
+            for k in ("in_shapes", "out_shapes", "in_dtypes", "out_dtypes"):
+                if cols[k][i] is not None:
+                    cols[k][j] = list(cols[k][j] or []) + list(cols[k][i])
+            continue
+        keep.append(i)
+        if in_run:
+            run[1].append(i)
+        else:
+            runs[key] = (seq, [i])
+            member_ops[i] = [op]
+    return {k: [v[i] for i in keep] for k, v in cols.items()}
+
+
+def _parse_file(path: str, rank: int) -> _Parsed:
+    out = _Parsed(rank=rank, path=path)
+    try:
+        dump = load_dump(Path(path))
+        out.version = None if dump.get("version") is None else str(dump["version"])
+        cfg = dump.get("pg_config")
+        for key, val in (cfg.items() if isinstance(cfg, dict) else ()):
+            if not isinstance(val, dict) or not str(val.get("name", key)):
+                continue  # gloo writes a single '' key with no ranks
+            name = str(val.get("name", key))
+            ranks = _parse_ranks(val.get("ranks"))
+            if ranks:
+                out.pg_ranks[name] = ranks
+            if val.get("desc") not in (None, ""):
+                out.pg_desc[name] = str(val["desc"])
+        out.table, out.pg_keys, out.backends = extract(dump, rank)
+        if out.table.num_rows:
+            out.first_record_id = pc.min(out.table.column("record_id")).as_py()
+    except _BadDump as exc:
+        out.error = str(exc)
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError, pa.ArrowException) as exc:
+        out.error = f"unexpected layout ({type(exc).__name__}: {str(exc)[:100]})"
+    return out
+
+
+def _parse_chunk(items: list[tuple[str, int]]) -> list[_Parsed]:
+    # Unpickling makes ~20 containers per entry; the cyclic GC rescanning them costs more than the
+    # parse itself, and dumps hold no cycles, so it is off while parsing.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return [_parse_file(p, r) for p, r in items]
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _parse_chunk_ipc(items: list[tuple[str, int]]) -> tuple[list[_Parsed], bytes]:
+    """Worker side: the chunk's tables travel back as one Arrow IPC stream (one allocation to receive,
+    read without copying) rather than as thousands of pickled buffers."""
+    parsed = _parse_chunk(items)
+    tables = [p.table for p in parsed if p.table is not None]
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, _PART) as writer:
+        for t in tables:
+            writer.write_table(t)
+    for p in parsed:
+        p.table = None if p.table is None else p.table.num_rows  # type: ignore[assignment]
+    return parsed, sink.getvalue().to_pybytes()
+
+
+def _parse_all(items: list[tuple[str, int]]) -> list[_Parsed]:
+    """Parse every file; in worker processes when there are many (unpickling is per-file CPU work)."""
+    workers = min(os.cpu_count() or 1, 16)
+    if len(items) < _PARALLEL_MIN_FILES or workers < 2:
+        return _parse_chunk(items)
+    size = max(1, math.ceil(len(items) / (workers * 4)))
+    chunks = [items[i : i + size] for i in range(0, len(items), size)]
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    out: list[_Parsed] = []
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            for parsed, ipc in pool.map(_parse_chunk_ipc, chunks):
+                table = pa.ipc.open_stream(pa.py_buffer(ipc)).read_all()
+                offset = 0
+                for p in parsed:
+                    if p.table is not None:
+                        rows = int(p.table)  # type: ignore[call-overload]
+                        p.table = table.slice(offset, rows)
+                        offset += rows
+                out.extend(parsed)
+    except (OSError, RuntimeError):  # no worker processes allowed here: do it inline
+        return _parse_chunk(items)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# groups
+# ----------------------------------------------------------------------------------------------------
+def _fmt_ranks(ranks: Any) -> str:
+    ranks = sorted(ranks)
+    return ", ".join(map(str, ranks[:16])) + (f" ... ({len(ranks)} in all)" if len(ranks) > 16 else "")
+
+
+def _clean_desc(desc: Any) -> str | None:
+    return None if desc in (None, "", "undefined") else str(desc)
+
+
+@dataclass
+class _Group:
+    id: str
+    name: str
+    desc: str | None
+    ranks: tuple[int, ...]  # sorted members (from pg_config, or inferred)
+    size: int
+    complete: bool  # ranks lists every member
+
+
+def _inferred_sizes(pair: np.ndarray, n_pairs: int, part: pa.Table) -> np.ndarray:
+    """Per (rank, pg) pair, the group size its all_gather (out = size x in) and reduce_scatter
+    (in = size x out) calls imply; 0 where none does."""
+    best = np.zeros(n_pairs, np.int64)
+    gather = pc.is_in(part.column("op"), value_set=pa.array(_GATHER_OPS))
+    scatter = pc.is_in(part.column("op"), value_set=pa.array(_SCATTER_OPS))
+    i_n, o_n = part.column("in_numel"), part.column("out_numel")
+    ok = pc.fill_null(pc.and_(pc.or_(gather, scatter), pc.and_(pc.greater(i_n, 0), pc.greater(o_n, 0))), False)
+    if not pc.any(ok).as_py():
+        return best
+    rows = np.nonzero(ok.to_numpy(zero_copy_only=False))[0]
+    g = gather.to_numpy(zero_copy_only=False)[rows]
+    i_v = i_n.to_numpy(zero_copy_only=False)[rows].astype(np.int64)
+    o_v = o_n.to_numpy(zero_copy_only=False)[rows].astype(np.int64)
+    big, small = np.where(g, o_v, i_v), np.where(g, i_v, o_v)
+    whole = big % small == 0
+    np.maximum.at(best, pair[rows[whole]], big[whole] // small[whole])
+    return best
+
+
+def resolve_groups(
+    pairs: list[tuple[int, str, str | None]],
+    parsed: list[_Parsed],
+    implied: np.ndarray,
+    world: int,
+    notes: list[str],
+) -> tuple[list[_Group], list[int]]:
+    """Groups, and for each (rank, pg name, pg desc) pair the index of its group.
+
+    pg_config ranks win where a dump has them (one name can then stand for several groups, as with
+    split_group). Otherwise (gloo) the members are the ranks whose files report the group, the default
+    group spans the world, and the size is the larger of the member count and the largest size its
+    all_gather / reduce_scatter shapes imply (`implied`, per pair).
+    """
+    cfg_ranks = {p.rank: p.pg_ranks for p in parsed}
+    cfg_desc: dict[str, str] = {}
+    for p in parsed:
+        cfg_desc.update(p.pg_desc)
+    reporters: dict[tuple[str, str | None], set[int]] = {}
+    sizes: dict[tuple[str, str | None], int] = {}
+    for (rank, name, desc), size in zip(pairs, implied.tolist()):
+        reporters.setdefault((name, desc), set()).add(rank)
+        sizes[(name, desc)] = max(sizes.get((name, desc), 0), size)
+
+    groups: list[_Group] = []
+    where: dict[tuple[int, str, str | None], int] = {}
+    inferred = 0
+    for (name, raw_desc), seen in sorted(reporters.items(), key=lambda kv: (kv[0][0], str(kv[0][1]))):
+        desc = _clean_desc(raw_desc) or _clean_desc(cfg_desc.get(name))
+        by_cfg: dict[tuple[int, ...], set[int]] = {}
+        rest: set[int] = set()
+        for r in seen:
+            members = cfg_ranks.get(r, {}).get(name)
+            (by_cfg.setdefault(members, set()) if members else rest).add(r)
+        index: dict[tuple[int, ...], int] = {}
+        for members, rs in sorted(by_cfg.items()):
+            groups.append(_Group(name, name, desc, members, len(members), True))
+            index[members] = len(groups) - 1
+            for r in rs:
+                where[(r, name, raw_desc)] = index[members]
+        for r in sorted(rest):
+            fits = [m for m in index if r in m]
+            if len(fits) == 1:
+                where[(r, name, raw_desc)] = index[fits[0]]
+                rest.discard(r)
+        if not rest:
+            continue
+        size = max(len(rest), sizes.get((name, raw_desc), 0))
+        if desc == "default_pg":
+            size = max(size, world)
+            members = tuple(range(size))
+        else:
+            members = tuple(sorted(rest))
+            if size > len(members):
+                notes.append(
+                    f"group {name} ({desc or 'no description'}): its calls imply {size} members but only "
+                    f"rank(s) {_fmt_ranks(members)} left entries for it; membership incomplete"
+                )
+        groups.append(_Group(name, name, desc, members, size, len(members) == size))
+        inferred += 1
+        for r in rest:
+            where[(r, name, raw_desc)] = len(groups) - 1
+    count: dict[str, int] = {}
+    for g in groups:
+        count[g.name] = count.get(g.name, 0) + 1
+    for g in groups:  # ids: the FR pg name, made unique where one name stands for several groups
+        if count[g.name] > 1:
+            g.id = f"{g.name}#{g.ranks[0]}"
+    if inferred:
+        notes.append(
+            f"pg_config holds no ranks (as gloo writes it): members of {inferred} group(s) inferred from "
+            "which rank files report them, group sizes from all_gather/reduce_scatter shapes"
+        )
+    return groups, [where[p] for p in pairs]
+
+
+# ----------------------------------------------------------------------------------------------------
+# assembly
+# ----------------------------------------------------------------------------------------------------
+def _group_ranks_column(groups: list[_Group], g_row: np.ndarray, first_rows: np.ndarray, notes: list[str]) -> pa.Array:
+    """group_ranks per row, or only on each (rank, group)'s first row when that would be huge."""
+    lengths = np.array([len(g.ranks) for g in groups], np.int64)
+    total = int(lengths[g_row].sum()) if len(g_row) else 0
+    values = pa.array([list(g.ranks) for g in groups], pa.list_(pa.int64()))
+    if total <= GROUP_RANKS_BUDGET:
+        return values.take(pa.array(g_row))
+    notes.append(
+        f"group_ranks given once per rank and group (on its first row), not on all {len(g_row)} rows: "
+        f"repeating it would take {total} list elements"
+    )
+    n = len(g_row)
+    carries = np.zeros(n, bool)
+    carries[first_rows] = True
+    row_len = np.where(carries, lengths[g_row], 0)
+    offsets = np.concatenate([[0], np.cumsum(row_len)]).astype(np.int32 if row_len.sum() < 2**31 else np.int64)
+    flat = pc.list_flatten(values.take(pa.array(g_row[first_rows])))
+    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~carries))
+
+
+def assemble(raw: pa.Table, parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Table, list[_Group]]:
+    """The collectives table: the workers' columns plus group columns, mapped per (rank, pg) pair.
+
+    `raw` is the concatenation of the `parsed` files' tables, in that order."""
+    pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
+    offsets = np.cumsum([0] + [len(p.pg_keys) for p in parsed[:-1]])
+    counts = [p.table.num_rows for p in parsed]
+    pair = np.repeat(offsets, counts) + raw.column("pg_key").to_numpy().astype(np.int64)
+    n = raw.num_rows
+    first_rows = np.full(len(pairs), -1, np.int64)
+    first_rows[pair[::-1]] = np.arange(n)[::-1]
+    first_rows = first_rows[first_rows >= 0]
+
+    groups, g_of_pair_list = resolve_groups(pairs, parsed, _inferred_sizes(pair, len(pairs), raw), world, notes)
+    g_of_pair = np.array(g_of_pair_list, np.int64)
+    rig_of_pair = [groups[g].ranks.index(p[0]) if p[0] in groups[g].ranks else None for p, g in zip(pairs, g_of_pair_list)]
+    g_row = g_of_pair[pair]
+    gidx = pa.array(g_row)
+
+    peers: pa.ChunkedArray | pa.Array = raw.column("peer_local")
+    if peers.null_count < len(peers):  # group-local p2p peers -> global ranks
+        local = pc.fill_null(peers, -1).to_numpy()
+        glob = np.full(n, -1, np.int64)
+        for i in np.nonzero(local >= 0)[0].tolist():
+            g = groups[int(g_row[i])]
+            if g.complete and local[i] < len(g.ranks):
+                glob[i] = g.ranks[local[i]]
+        peers = pa.array(glob, mask=glob < 0)
+
+    cols = {
+        "rank": raw.column("rank"),
+        "group": pa.array([g.id for g in groups], pa.string()).take(gidx),
+        "group_desc": pa.array([g.desc for g in groups], pa.string()).take(gidx),
+        "group_ranks": _group_ranks_column(groups, g_row, first_rows, notes),
+        "group_size": pa.array([g.size for g in groups], pa.int64()).take(gidx),
+        "rank_in_group": pa.array(rig_of_pair, pa.int64()).take(pa.array(pair)),
+        "seq": raw.column("seq"),
+        "op": raw.column("op"),
+        "dtype": raw.column("dtype"),
+        "in_shapes": raw.column("in_shapes"),
+        "out_shapes": raw.column("out_shapes"),
+        "in_numel": raw.column("in_numel"),
+        "out_numel": raw.column("out_numel"),
+        "peer": peers,
+        "t_issue": raw.column("t_issue"),
+        "state": raw.column("state"),
+        "source": pa.repeat(pa.scalar(SOURCE), n),
+        "record_id": raw.column("record_id"),
+        "call_site": raw.column("call_site"),
+    }
+    return conform("collectives", pa.table(cols)), groups
+
+
+def _version_tuple(version: Any) -> tuple[int, int] | None:
+    m = re.fullmatch(r"\s*(\d+)\.(\d+)\s*", str(version))
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+def read(files: list[Path]) -> Bundle:
+    """All rank files of one dump set -> a bundle with the collectives table and notes."""
+    t0 = time.monotonic()
+    notes: list[str] = []
+    by_rank: dict[int, Path] = {}
+    for f in sorted(Path(x) for x in files):
+        r = rank_of(f)
+        if r is None:
+            notes.append(f"{f}: cannot tell the rank from the file name (expected a prefix followed by the rank number); skipped")
+        elif r in by_rank:
+            notes.append(f"{f}: a second file for rank {r} (first: {by_rank[r].name}); skipped")
+        else:
+            by_rank[r] = f
+    parsed = _parse_all([(str(p), r) for r, p in sorted(by_rank.items())])
+    good = [p for p in parsed if p.table is not None]
+    notes.extend(f"{p.path}: rank {p.rank} skipped: {p.error}" for p in parsed if p.error)
+    if not good:
+        reason = next((p.error for p in parsed if p.error), None) or "no rank number in the file names"
+        raise InputError(f"{len(files)} Flight Recorder file(s), none readable: {reason}")
+
+    versions = sorted({p.version or "?" for p in good})
+    for v in versions:
+        vt = _version_tuple(v)
+        if vt is None or vt > NEWEST_KNOWN_VERSION:
+            notes.append(f"Flight Recorder dump version {v} is not one hangdoc knows (up to 2.10); read by key names")
+    if len(versions) > 1:
+        notes.append(f"rank files carry different dump versions: {', '.join(versions)}")
+    empty_ranks = [p.rank for p in good if p.table.num_rows == 0]
+    if empty_ranks:
+        notes.append(f"rank(s) {_fmt_ranks(empty_ranks)}: Flight Recorder buffer is empty (recording off? set TORCH_FR_BUFFER_SIZE)")
+    wrapped = [p.rank for p in good if p.first_record_id]
+    if wrapped:
+        notes.append(
+            f"ring buffer wrapped on rank(s) {_fmt_ranks(wrapped)}: their oldest calls are gone; rows align by "
+            "per-group sequence numbers, so a rank's first retained seq can differ from its peers'"
+        )
+
+    raw = pa.concat_tables([p.table for p in good])
+    world = max([max(by_rank) + 1] + [max(m) + 1 for p in good for m in p.pg_ranks.values()])
+    if raw.num_rows:
+        table, groups = assemble(raw, good, world, notes)
+        world = max([world] + [g.size for g in groups if g.desc == "default_pg"])
+        if any("gloo" in p.backends for p in good):
+            notes.append(
+                "gloo entries: 'state' stays 'scheduled', so a call counts as completed once 'retired' "
+                "(gloo also retires a call that failed, e.g. timed out)"
+            )
+    else:
+        table = empty("collectives")
+    missing = sorted(set(range(world)) - set(by_rank))
+    if missing:
+        notes.append(f"no Flight Recorder file for rank(s) {_fmt_ranks(missing)} (world size {world})")
+
+    bundle = Bundle()
+    bundle.add("collectives", table)
+    for note in notes:
+        bundle.note(note)
+    bundle.record_collector(
+        NAME,
+        ran=True,
+        seconds=time.monotonic() - t0,
+        notes=[f"{len(good)} rank file(s), {table.num_rows} rows, dump version(s) {', '.join(versions)}"],
+    )
+    return bundle
