@@ -141,7 +141,7 @@ def _state_findings(procs: Processes, states: dict[tuple[Any, int], tuple[Thread
         p = procs.find(host, pid)
         if p is None or (p.rank is None and procs.ranked()):
             continue  # launchers and API servers next to ranked workers only blur the summary
-        wchan = wchan_class(state.wchan) if state.kind in (BLOCKED, SLEEPING) else state.wchan if state.kind == D_STATE else None
+        wchan = wchan_class(state.wchan) if state.kind == BLOCKED else state.wchan if state.kind in (SLEEPING, D_STATE) else None
         groups[(state.kind, wchan)].append(p)
         sib_total.update(sib)
         cases[p] = state

@@ -53,6 +53,12 @@ REAL = [
      "monitoring enqueued collectives.", {"seconds": "480"}),
     ("gloo_timeout", "[rank4]: RuntimeError: [/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:129] "
      "Timed out waiting 1800000ms for send operation to complete", {"timeout_ms": "1800000", "op": "send"}),
+    ("gloo_peer_gone", "[rank0]: RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] "
+     "Connection closed by peer [127.0.0.1]:38825. This is typically caused by a remote worker crashing. Check the logs "
+     "of the remote worker before reporting an error.", {"peer": "127.0.0.1", "port": "38825"}),
+    ("gloo_peer_gone", "[rank1]: RuntimeError: [/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:537] "
+     "Read error [127.0.0.1]:38825: Connection reset by peer. This is typically caused by a remote worker hanging or "
+     "bugs in the application.", {"peer": "127.0.0.1"}),
     ("nccl_warn", "node-15:3408431:3408790 [2] NCCL WARN Call to ibv_reg_mr failed with error Cannot allocate memory",
      {"message": "Call to ibv_reg_mr failed with error Cannot allocate memory"}),
     ("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity "
