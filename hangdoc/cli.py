@@ -39,6 +39,20 @@ def analyze(
     render(diagnosis, format.value, output)
 
 
+@app.command("import")
+def import_(
+    inputs: List[Path] = typer.Argument(..., help="py-spy dumps, nvidia-smi output, engine logs, traces (files or dirs)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write (must not exist yet)."),
+) -> None:
+    """Read artifacts people already have into one bundle, for `hangdoc analyze` or to attach to a report."""
+    from hangdoc.importers import load_inputs
+
+    bundle = load_inputs(list(inputs))
+    path = bundle.write(output)
+    counts = ", ".join(f"{name} {bundle.rows(name):,}" for name in sorted(bundle.tables) if bundle.rows(name))
+    typer.echo(f"bundle: {path} ({counts or 'no rows'})  next: hangdoc analyze {path}")
+
+
 @app.command()
 def capture(
     output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write (must not exist yet)."),

@@ -103,3 +103,14 @@ def test_fixture_generator_reproduces_the_committed_fixtures(tmp_path: Path) -> 
                                   "seed004-startup-race"])
 def test_seed_fixtures_hold_no_collective_traces(name: str) -> None:
     assert load_inputs([FIXTURES / name]).rows("collectives") == 0
+
+
+def test_import_writes_a_bundle_that_analyzes_to_the_same_verdict(tmp_path: Path) -> None:
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["import", str(FIXTURES / "seed003-trtllm-oom"), "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "log_events" in result.output and "py_frames" in result.output
+    v = diagnose(load_inputs([out])).verdict
+    assert v.kind == OOM and v.culprit_ranks == (0,)
+    again = CliRunner().invoke(app, ["import", str(FIXTURES / "seed003-trtllm-oom"), "--output", str(out)])
+    assert again.exit_code != 0  # never overwrites an existing bundle
