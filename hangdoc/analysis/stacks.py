@@ -336,6 +336,16 @@ def _who(views: Iterable[RankView]) -> str:
     return ", ".join(v.label for v in views)
 
 
+def branch_frame(stack: Sequence[Frame], other: Sequence[Frame]) -> Frame | None:
+    """The first frame of `stack`, from the outermost, that `other` does not share: where it branches off."""
+    mine = [f for f in reversed(stack) if not f.native]
+    theirs = [f for f in reversed(other) if not f.native]
+    for i, frame in enumerate(mine):
+        if i >= len(theirs) or frame != theirs[i]:
+            return frame
+    return None
+
+
 def prefix_tree(views: Sequence[RankView]) -> dict[str, Any]:
     """The merged call-prefix tree (outermost frame at the root), each node listing who passes through it."""
     root: dict[str, Any] = {"frame": "<all>", "who": [], "children": {}}
@@ -402,10 +412,19 @@ def stack_divergence(
     majority_ops = {c[0].placement.op for c in majority if in_collective(c)}
     expected_op = majority_ops.pop() if len(majority_ops) == 1 and not tie else None
 
-    def part(c: list[RankView]) -> str:
-        return f"{_who(c)}: {c[0].placement.where}"
+    shown = minority + majority
+    where = {id(c): c[0].placement.where for c in shown}
+    if len(set(where.values())) < len(shown):
+        # Same functions, different call sites (seed 003: the same allreduce reached from another warm-up
+        # path): name where each class leaves the others in the prefix tree.
+        reference = (majority or minority)[0]
+        for c in shown:
+            other = reference if c is not reference else next(x for x in shown if x is not reference)
+            branch = branch_frame(c[0].thread.last(), other[0].thread.last())
+            if branch is not None:
+                where[id(c)] += f" via {branch.label()}"
 
-    summary = "; ".join(part(c) for c in minority + majority)
+    summary = "; ".join(f"{_who(c)}: {where[id(c)]}" for c in shown)
     if tie:
         summary = "no majority among the stacks: " + summary
 
@@ -415,11 +434,11 @@ def stack_divergence(
         ts[(r.get("host"), r.get("pid"), r.get("tid"))].append(r)
 
     evidence: list[str] = []
-    for c in minority + majority:
+    for c in shown:
         pl = c[0].placement
         what = _CATEGORY_TEXT[pl.category] + (f" ({pl.op})" if pl.op else "")
         progress = sorted({v.progress for v in c})
-        evidence.append(f"{_who(c)} ({len(c)}/{len(views)}) {what}: {pl.where} [{', '.join(progress)}]")
+        evidence.append(f"{_who(c)} ({len(c)}/{len(views)}) {what}: {where[id(c)]} [{', '.join(progress)}]")
     for v in views:
         state = _thread_state(ts.get((v.host, v.pid, v.thread.tid), []))
         parts = [f"stack {v.progress} over {v.samples} samples"] if v.samples > 1 else []
@@ -436,11 +455,11 @@ def stack_divergence(
                 "pids": [v.pid for v in c],
                 "category": c[0].placement.category,
                 "op": c[0].placement.op,
-                "where": c[0].placement.where,
+                "where": where[id(c)],
                 "frames": [f.label() for f in c[0].thread.last()],
                 "progress": {v.label: v.progress for v in c},
             }
-            for c in minority + majority
+            for c in shown
         ],
         "tie": tie,
         "tree": prefix_tree(views),

@@ -74,6 +74,9 @@ def test_same_op_from_another_call_site_is_a_different_position():
         rows += frames(pid, job_stack("all_reduce", 11))
     [f] = stacks.stack_divergence(table(rows), procs({100: 0, 101: 1, 102: 2, 103: 3}))
     assert f.ranks == (0,) and f.op == f.expected_op == "all_reduce" and f.role == "cause"
+    # the same functions on both sides: the summary says where the stacks part
+    assert f.summary == ("rank 0: all_reduce <- step <- main <- <module> via step (job.py:30); "
+                         "ranks 1,2,3: all_reduce <- step <- main <- <module> via step (job.py:11)")
 
 
 def test_even_split_is_a_tie_naming_everyone():
