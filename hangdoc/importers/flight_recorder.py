@@ -491,7 +491,12 @@ class _Group:
     desc: str | None
     ranks: tuple[int, ...]  # sorted members (from pg_config, or inferred)
     size: int
-    complete: bool  # ranks lists every member
+    from_config: bool  # members from pg_config rather than inferred from entries
+
+    @property
+    def complete(self) -> bool:
+        """ranks lists every member."""
+        return len(self.ranks) == self.size
 
 
 def _inferred_sizes(pair: np.ndarray, n_pairs: int, part: pa.Table) -> np.ndarray:
@@ -572,7 +577,7 @@ def resolve_groups(
                     f"group {name} ({desc or 'no description'}): its calls imply {size} members but only "
                     f"rank(s) {_fmt_ranks(members)} left entries for it; membership incomplete"
                 )
-        groups.append(_Group(name, name, desc, members, size, len(members) == size))
+        groups.append(_Group(name, name, desc, members, size, False))
         inferred += 1
         for r in rest:
             where[(r, name, raw_desc)] = len(groups) - 1
@@ -710,6 +715,7 @@ def read(files: list[Path]) -> Bundle:
 
     raw = pa.concat_tables([p.table for p in good])
     world = max([max(by_rank) + 1] + [max(m) + 1 for p in good for m in p.pg_ranks.values()])
+    groups: list[_Group] = []
     if raw.num_rows:
         table, groups = assemble(raw, good, world, notes)
         world = max([world] + [g.size for g in groups if g.desc == "default_pg"])
@@ -723,6 +729,11 @@ def read(files: list[Path]) -> Bundle:
     missing = sorted(set(range(world)) - set(by_rank))
     if missing:
         notes.append(f"no Flight Recorder file for rank(s) {_fmt_ranks(missing)} (world size {world})")
+        if any(not g.from_config and g.desc != "default_pg" for g in groups):
+            notes.append(
+                "groups inferred from entries cannot list members whose files are missing: their sizes "
+                "are lower bounds unless an all_gather/reduce_scatter shape gives them"
+            )
 
     bundle = Bundle()
     bundle.add("collectives", table)
