@@ -60,7 +60,8 @@ def load_path(path: str | Path) -> Bundle:
         if not claimed:
             what = "directory" if p.is_dir() else "file"
             raise InputError(
-                f"{p}: {what} holds no hangdoc bundle, Flight Recorder dump or collective trace hangdoc can read"
+                f"{p}: {what} holds nothing hangdoc reads (a bundle, Flight Recorder dumps, collective traces, "
+                f"py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
             )
         parts = []
         for mod, files in claimed.values():
