@@ -19,7 +19,9 @@ from typing import Any, Callable, Sequence
 import pyarrow as pa
 
 from hangdoc.analysis import stacks
-from hangdoc.analysis.model import KV_TRANSFER_STRANDED, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED, Finding
+from hangdoc.analysis.model import (
+    COLLECTIVE_MISMATCH, KV_TRANSFER_STRANDED, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED, Finding,
+)
 from hangdoc.analysis.host import context_views, rank_views
 from hangdoc.analysis.procs import Processes, ranks_text, rows
 from hangdoc.importers.ops import normalize_op
@@ -201,7 +203,8 @@ def _quote(e: dict[str, Any]) -> str:
     return (m.group("msg") if m else text)[:120].strip()
 
 
-def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause: bool) -> list[Finding]:
+def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause: bool,
+             known: set[int] | None = None) -> list[Finding]:
     by_sig: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
         sig = sigs.get(e["signature"])
@@ -226,6 +229,10 @@ def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause
             summary += f", after {', '.join(secs)} s"
         summary += f": {sig.meaning}"
         details: dict[str, Any] = {"signature": sid, "severity": sig.severity}
+        silent = sorted((known or set()) - set(ranks))
+        if sid in WAIT_SIGNATURES and len(ranks) >= 2 and silent:
+            summary += f" No such line from {ranks_text(silent)}."
+            details["silent_ranks"] = silent
         role = "cause"
         if has_cause:
             role, details["explained_by"] = "symptom", "another finding"
@@ -233,6 +240,48 @@ def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause
                            evidence=tuple(_where(e) for e in es[:4]), count=len(es), role=role,
                            seq=seqs[0] if len(seqs) == 1 else None, op=ops[0] if len(ops) == 1 else None,
                            details=details))
+    return out
+
+
+_PG = re.compile(r"\[PG(?: ID)? (?P<pg>\d+)")
+
+
+def _c10d_disagreement(events: list[dict[str, Any]], sigs: dict[str, Signature], oom_ranks: set[int]) -> list[Finding]:
+    """c10d watchdog timeouts at the same SeqNum (and process group, when the line names it) but of different
+    OpTypes: the ranks posted different collectives at one position. The minority is the culprit."""
+    sig = sigs.get(C10D_TIMEOUT)
+    at: dict[tuple[str | None, int], dict[int, str]] = defaultdict(dict)
+    for e in events:
+        if e["signature"] != C10D_TIMEOUT or e.get("rank") is None:
+            continue
+        f = _fields(sig, e["text"])
+        if f.get("seq") and f.get("op"):
+            pg = _PG.search(e["text"] or "")
+            at[(pg.group("pg") if pg else None, int(f["seq"]))][int(e["rank"])] = normalize_op(f["op"])
+    out = []
+    for (pg, seq), by_rank in sorted(at.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        votes = Counter(by_rank.values())
+        if len(votes) < 2:
+            continue
+        (expected, n), *rest = votes.most_common()
+        if rest and rest[0][1] == n:
+            continue  # a tie names no culprit
+        odd = sorted(r for r, op in by_rank.items() if op != expected)
+        ops = sorted({by_rank[r] for r in odd})
+        peers = sorted(r for r, op in by_rank.items() if op == expected)
+        where = f"SeqNum {seq}" + (f" of process group {pg}" if pg is not None else "")
+        summary = (f"c10d watchdog timeouts disagree at {where}: {ranks_text(odd)} timed out in {', '.join(ops)} "
+                   f"where {ranks_text(peers)} timed out in {expected}")
+        if pg is None:
+            summary += " (the log does not name the process group; assuming one communicator)"
+        details: dict[str, Any] = {"source": "log", "confidence": "medium" if pg is not None else "low"}
+        role = "cause"
+        if set(odd) <= oom_ranks:
+            role, details["explained_by"] = "symptom", OOM
+        out.append(Finding(kind=COLLECTIVE_MISMATCH, ranks=tuple(odd), summary=summary, seq=seq,
+                           op=ops[0] if len(ops) == 1 else None, expected_op=expected, waiting_ranks=tuple(peers),
+                           group=f"pg:{pg}" if pg is not None else None, role=role, details=details,
+                           evidence=tuple(f"rank {r}: {op} at SeqNum {seq}" for r, op in sorted(by_rank.items()))))
     return out
 
 
@@ -260,8 +309,10 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
     known = {r for r in procs.ranked()} | {int(e["rank"]) for e in events if e.get("rank") is not None}
     findings = _kv(events, sigs) + _oom(events, sigs, views, known) + _startup_race(events, sigs, procs)
     findings += _deaths(events, sigs, earlier)
+    oom_ranks = {r for f in findings if f.kind == OOM for r in f.ranks}
+    findings += _c10d_disagreement(events, sigs, oom_ranks)
     has_cause = any(f.role == "cause" for f in list(earlier) + findings)
-    return findings + _generic(events, sigs, has_cause)
+    return findings + _generic(events, sigs, has_cause, known)
 
 
 def log_signatures(ctx: Any) -> list[Finding]:

@@ -107,3 +107,31 @@ def test_lone_signature_without_cause_stays_a_cause_candidate() -> None:
                                         "(self.watchdog_timeout=300)", rank=4)]).table)
     assert f.kind == LOG_SIGNATURE and f.role == "cause" and f.ranks == (4,)
     assert f.summary.startswith("rank 4: sglang watchdog timeout x1, after 300 s: An SGLang process")
+
+
+def c10d(rank: int, seq: int, op: str, pg: str = "") -> dict:
+    return ev("c10d_watchdog_timeout", f"[rank{rank}]:[E418 14:07:12.4 ProcessGroupNCCL.cpp:632] {pg}[Rank {rank}] "
+              f"Watchdog caught collective operation timeout: WorkNCCL(SeqNum={seq}, OpType={op}, NumelIn=8, "
+              f"NumelOut=8, Timeout(ms)=600000) ran for 600010 milliseconds before timing out.", rank=rank)
+
+
+def test_watchdog_timeouts_of_different_ops_at_one_seqnum_name_the_minority() -> None:
+    events = [c10d(0, 412, "ALLGATHER")] + [c10d(r, 412, "ALLREDUCE") for r in (1, 2, 3)]
+    found = logs.log_findings(bundle(events).table)
+    mismatch = next(f for f in found if f.kind == "collective_mismatch")
+    assert mismatch.ranks == (0,) and mismatch.waiting_ranks == (1, 2, 3) and mismatch.seq == 412
+    assert (mismatch.op, mismatch.expected_op) == ("all_gather", "all_reduce") and mismatch.role == "cause"
+    assert "assuming one communicator" in mismatch.summary and mismatch.details["confidence"] == "low"
+    # different process groups at the same SeqNum are not compared
+    pgs = [c10d(0, 5, "ALLGATHER", "[PG ID 1 PG GUID 1(TP) Rank 0] "), c10d(1, 5, "ALLREDUCE", "[PG ID 2 PG GUID 2 Rank 1] ")]
+    assert not [f for f in logs.log_findings(bundle(pgs).table) if f.kind == "collective_mismatch"]
+
+
+def test_a_mismatch_caused_by_an_oom_skip_is_its_symptom_and_silent_ranks_are_named() -> None:
+    oom = ev("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory.", rank=0, t=1.0)
+    events = [oom, c10d(0, 9, "ALLGATHER")] + [c10d(r, 9, "ALLREDUCE") for r in (1, 2)]
+    found = {f.kind: f for f in logs.log_findings(bundle(events).table)}
+    assert found["collective_mismatch"].role == "symptom" and found[OOM].waiting_ranks == (1, 2)
+    quiet = logs.log_findings(bundle([c10d(r, 9, "ALLREDUCE") for r in (1, 2, 3)],
+                                     processes=[{"pid": 10 + r, "global_rank": r} for r in range(4)]).table)
+    assert "No such line from rank 0." in quiet[0].summary and quiet[0].details["silent_ranks"] == [0]
