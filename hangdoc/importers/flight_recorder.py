@@ -173,8 +173,12 @@ def _transpose(entries: list[dict]) -> dict[str, tuple]:
         return {k: tuple(e.get(k) for e in entries) for k in keys}
 
 
+# Library frames: torch itself, installed packages (decorators such as typing_extensions'), the stdlib.
+_LIBRARY_FRAME = re.compile(r"/(?:site|dist)-packages/|/lib/python\d+(?:\.\d+)?/|(?:^|/)torch/")
+
+
 def _call_sites(frames_col: tuple) -> list[str | None]:
-    """Per entry: the innermost frame outside torch (the user's call), else the innermost frame."""
+    """Per entry: the innermost frame outside libraries (the user's call), else the innermost frame."""
     cache: dict[int, tuple[bool, str]] = {}  # frame dicts are shared between entries in a dump
 
     def describe(fr: Any) -> tuple[bool, str]:
@@ -182,7 +186,7 @@ def _call_sites(frames_col: tuple) -> list[str | None]:
         if got is None:
             f = fr if isinstance(fr, dict) else {}
             fname = str(f.get("filename", "?"))
-            got = ("/torch/" in fname or fname.startswith("torch/"), f"{f.get('name', '?')} ({fname}:{f.get('line', '?')})")
+            got = (bool(_LIBRARY_FRAME.search(fname)), f"{f.get('name', '?')} ({fname}:{f.get('line', '?')})")
             cache[id(fr)] = got
         return got
 
@@ -190,10 +194,10 @@ def _call_sites(frames_col: tuple) -> list[str | None]:
     for frames in frames_col:
         site = None
         for fr in frames or ():
-            in_torch, text = describe(fr)
+            in_library, text = describe(fr)
             if site is None:
                 site = text
-            if not in_torch:
+            if not in_library:
                 site = text
                 break
         out.append(site)

@@ -186,7 +186,9 @@ def test_one_pg_name_with_two_member_sets_becomes_two_groups(tmp_path: Path) -> 
 
 def test_call_site_is_the_innermost_frame_outside_torch(tmp_path: Path) -> None:
     frames = [
-        {"name": "all_reduce", "filename": "site-packages/torch/distributed/distributed_c10d.py", "line": 2700},
+        {"name": "all_reduce", "filename": "/venv/lib/site-packages/torch/distributed/distributed_c10d.py", "line": 2700},
+        {"name": "wrapper", "filename": "/venv/lib/site-packages/typing_extensions.py", "line": 3004},
+        {"name": "__exit__", "filename": "/usr/lib/python3.11/contextlib.py", "line": 144},
         {"name": "forward", "filename": "model/layers.py", "line": 42},
         {"name": "main", "filename": "train.py", "line": 7},
     ]
@@ -194,7 +196,7 @@ def test_call_site_is_the_innermost_frame_outside_torch(tmp_path: Path) -> None:
     write_rank(tmp_path, 0, dump([Call(w, "all_reduce", 1, frames=frames), Call(w, "all_reduce", 2, frames=frames[:1])], "2.10", WORLD))
     got, _ = read_dir(tmp_path)
     assert got[0]["call_site"] == "forward (model/layers.py:42)"
-    assert got[1]["call_site"] == "all_reduce (site-packages/torch/distributed/distributed_c10d.py:2700)"
+    assert got[1]["call_site"] == "all_reduce (/venv/lib/site-packages/torch/distributed/distributed_c10d.py:2700)"
 
 
 def test_empty_buffer_is_a_note(tmp_path: Path) -> None:
