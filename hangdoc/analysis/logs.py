@@ -131,7 +131,9 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
     m = re.search(r"(\w*(?:OutOfMemoryError|out of memory)(?:[^\n]*?Tried to allocate [\d.]+ \w+)?)", what, re.I)
     what = m.group(1) if m else what[:160]
     who = ranks_text(oom_ranks) if oom_ranks else "a process"
-    summary = f"{who} ran out of GPU memory ({what})"
+    around = " ".join([sample.get("text") or ""] + list(sample.get("context") or []))
+    phase = " in warm-up" if re.search(r"warm-?up|warming up", around, re.I) else ""
+    summary = f"{who} ran out of GPU memory{phase} ({what})"
     seqs = sorted({(f.get("seq"), f.get("op")) for r in waiting for _, f in waits.get(r, []) if f.get("seq")})
     if waiting:
         ops = sorted({normalize_op(op) for _, op in seqs if op} | {views[r].placement.op for r in in_coll if views[r].placement.op})
@@ -141,7 +143,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
                     f"{'it' if len(oom_ranks) == 1 else 'they'} never issued")
     elif known_ranks - set(oom_ranks):
         summary += f"; {ranks_text(sorted(known_ranks - set(oom_ranks)))} logged no out-of-memory error"
-    evidence = [_where(e) + (f"  [before: {' | '.join(c[:120] for c in (e.get('context') or [])[-2:])}]" if e.get("context") else "")
+    evidence = [_where(e) + (f"  (line before: {(e.get('context') or [''])[-1][:160]})" if e.get("context") else "")
                 for r in by_rank for e in by_rank[r][:2]]
     for r in waiting:
         for w, f in waits.get(r, [])[:1]:

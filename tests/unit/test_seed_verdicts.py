@@ -64,7 +64,7 @@ def test_seed003_rank0_ooms_in_warmup_and_peers_wait_for_a_collective_it_never_i
     assert v.kind == OOM and v.culprit_ranks == (0,) and v.confidence == "high"
     oom = d.findings[0]
     assert oom.kind == OOM and oom.waiting_ranks == (1, 2, 3)
-    assert "rank 0 ran out of GPU memory" in v.summary and "ranks 1-3 wait in all_reduce" in v.summary
+    assert "rank 0 ran out of GPU memory in warm-up" in v.summary and "ranks 1-3 wait in all_reduce" in v.summary
     assert "never issued" in v.summary
     hang = [f for f in d.findings if f.details.get("signature") == "trtllm_hang_detected"]
     assert hang and hang[0].role == "symptom" and hang[0].ranks == (1, 2, 3)
