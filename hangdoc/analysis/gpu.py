@@ -18,7 +18,7 @@ from hangdoc.analysis.model import (
     CALL_COUNT_SWAP, COLLECTIVE_MISMATCH, GPU_SPIN_WAIT, LAGGING_RANK, MISSING_RANK, OOM, ORDER_INVERSION,
     RANK_EXITED, STACK_DIVERGENCE, STUCK_IN_TEARDOWN, Finding,
 )
-from hangdoc.analysis.host import context_views, rank_views
+from hangdoc.analysis.host import context_views, rank_views, teardown_chain
 from hangdoc.analysis.procs import Processes, gib, ranks_text, rows
 
 GPU_IDLE = "gpu_idle"
@@ -164,7 +164,9 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         else:
             stuck = [r for r in rk if r in views and views[r].placement.category in (stacks.TEARDOWN, stacks.COLLECTIVE, stacks.IDLE)]
             if stuck:
-                summary += f"; {ranks_text(stuck)} wait on the host side ({views[stuck[0]].placement.where})"
+                v = views[stuck[0]]
+                where = teardown_chain(v) if v.placement.category == stacks.TEARDOWN else v.placement.where
+                summary += f"; {ranks_text(stuck)} wait on the host side ({where})"
             else:
                 summary += ": the hang is on the host side, not in a GPU kernel"
         findings.append(Finding(kind=GPU_IDLE, ranks=tuple(rk), summary=summary, evidence=tuple(desc(k) for k in idle),

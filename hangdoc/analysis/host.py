@@ -217,6 +217,9 @@ def _exits(procs: Processes, views: list[stacks.RankView], events: list[dict[str
         if teardown >= set(waiting):
             summary = (f"uncoordinated shutdown: {ranks_text(gone)} exited while {ranks_text(waiting)} are stuck in "
                        f"communicator teardown ({where}), which waits for every member")
+            held = sum(p.gpu_memory for r in waiting for p in ranked.get(r, []))
+            if held:
+                summary += f"; they still hold {gib(held)} of GPU memory"
     elif waiting_in:
         summary += f" in {waiting_in[waiting[0]].placement.where}"
     evidence = [line for r in gone for line in exited[r]]

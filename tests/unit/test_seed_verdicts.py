@@ -31,6 +31,7 @@ def test_seed000_uncoordinated_shutdown_names_who_left_and_who_is_stuck_in_teard
     d = verdict_of(SEED000)
     v = d.verdict
     assert v.kind == RANK_EXITED and v.culprit_ranks == (3,) and v.confidence == "high"
+    assert v.summary.endswith("they still hold 209.8 GiB of GPU memory")
     assert v.summary.startswith("uncoordinated shutdown: rank 3 exited while ranks 0-2 are stuck in communicator "
                                 "teardown (commDestroySync <- ncclCommDestroy")
     teardown = next(f for f in d.findings if f.kind == STUCK_IN_TEARDOWN)
