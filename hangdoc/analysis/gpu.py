@@ -187,5 +187,7 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
 
 def gpu_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: GPU spin-wait, idle GPUs under stuck ranks, full GPU memory."""
+    if not ctx.table("gpu_samples").num_rows:
+        return []
     return gpu_findings(ctx.table, list(getattr(ctx, "findings", ())), *context_views(ctx))
 

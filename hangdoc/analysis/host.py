@@ -348,6 +348,8 @@ def host_findings(table: Callable[[str], pa.Table], procs: Processes | None = No
 
 def host_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: thread states, exited ranks, teardown, orphans."""
+    if not any(ctx.table(n).num_rows for n in ("processes", "thread_samples", "py_frames", "log_events")):
+        return []  # traces alone: nothing here to read, and no need to index a large collectives table
     return host_findings(ctx.table, *context_views(ctx))
 
 

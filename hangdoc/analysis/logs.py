@@ -319,5 +319,7 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
 
 def log_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: catalogued log lines as findings."""
+    if not ctx.table("log_events").num_rows:
+        return []
     return log_findings(ctx.table, list(getattr(ctx, "findings", ())), *context_views(ctx))
 

@@ -72,6 +72,12 @@ class Processes:
                     p.dead = True
                 else:
                     p.live = True
+        for r in distinct(table("collectives"), ("host", "pid", "rank")):  # a trace's own rank is the most trusted
+            if r.get("pid") is None or r.get("rank") is None:
+                continue
+            p = self._get(r.get("host"), int(r["pid"]))
+            if p.rank is None or p.rank_source != "trace":
+                p.rank, p.rank_source = int(r["rank"]), "trace"
         for r in rows(table("thread_samples")):
             if r.get("pid") is None:
                 continue
@@ -80,7 +86,7 @@ class Processes:
                 p.dead = True
             elif r.get("state") not in ("Z", "X"):
                 p.live = True
-        for r in rows(table("py_frames")):
+        for r in distinct(table("py_frames"), ("host", "pid")):
             if r.get("pid") is not None:
                 self._get(r.get("host"), int(r["pid"])).live = True
         for r in rows(table("gpu_processes")):
@@ -171,6 +177,13 @@ class Processes:
     def rank_of(self, host: str | None, pid: int) -> int | None:
         p = self.find(host, pid)
         return p.rank if p is not None else None
+
+
+def distinct(table: pa.Table | None, columns: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Distinct rows of a few columns, without turning a large table into Python objects first."""
+    if table is None or not table.num_rows:
+        return []
+    return table.select(list(columns)).group_by(list(columns)).aggregate([]).to_pylist()
 
 
 def shared(ctx: Any, key: str, make: Callable[[], Any]) -> Any:

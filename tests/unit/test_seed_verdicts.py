@@ -115,3 +115,24 @@ def test_import_writes_a_bundle_that_analyzes_to_the_same_verdict(tmp_path: Path
     assert v.kind == OOM and v.culprit_ranks == (0,)
     again = CliRunner().invoke(app, ["import", str(FIXTURES / "seed003-trtllm-oom"), "--output", str(out)])
     assert again.exit_code != 0  # never overwrites an existing bundle
+
+
+def test_seed001_collective_mismatch_explains_the_gpu_spin_and_the_shm_broadcast_warnings(tmp_path: Path) -> None:
+    """Traces, nvidia-smi and the engine log together: one verdict, the rest become its symptoms."""
+    pids = {0: 2529073, 1: 2529071, 2: 2529070, 3: 2529072, 4: 3408432, 5: 3408433, 6: 3408431, 7: 3408430}
+    (tmp_path / "smi.csv").write_text(
+        "index, uuid, utilization.gpu [%], utilization.memory [%], memory.used [MiB], memory.total [MiB]\n"
+        + "".join(f"{s % 4}, GPU-{r}, 100 %, 0 %, 90112 MiB, 97871 MiB\n" for s in range(2) for r in range(8)))
+    (tmp_path / "apps.csv").write_text("pid, used_gpu_memory [MiB], gpu_uuid\n"
+                                       + "".join(f"{pid}, 90000 MiB, GPU-{r}\n" for r, pid in pids.items()))
+    (tmp_path / "engine.log").write_text(
+        "(EngineCore_DP1 pid=3408402) INFO 05-12 10:41:07 [shm_broadcast.py:466] No available shared memory broadcast "
+        "block found in 600 seconds. This typically happens when some processes are hanging or doing some "
+        "time-consuming work (e.g. compilation, weight/kv cache quantization).\n")
+    d = verdict_of(FIXTURES / "seed001-tp4-dp2", tmp_path)
+    assert d.verdict.kind == COLLECTIVE_MISMATCH and d.verdict.culprit_ranks == (6,)
+    spin = next(f for f in d.findings if f.kind == "gpu_spin_wait")
+    assert spin.role == "symptom" and spin.ranks == tuple(range(8)) and spin.details["explained_by"]
+    shm = next(f for f in d.findings if f.details.get("signature") == "vllm_shm_broadcast_timeout")
+    assert shm.role == "symptom"
+    assert "symptom" in d.verdict.reason
