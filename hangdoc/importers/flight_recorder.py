@@ -14,8 +14,10 @@ What real dumps need and this module does (docs/trace-formats.md has the full ma
   rank files together.
 - Pickles are untrusted: loaded with safe_pickle (plain data only).
 
-Speed: a worker only loads a file and transposes its entries into raw Arrow columns (one C-level pass);
-names, states, dtypes, element counts and groups are then derived once, vectorised, over all ranks.
+Speed: each file is parsed on its own (in worker processes when there are many): entries are transposed
+into columns in one C-level pass, per-row values go through small dictionaries over the few distinct
+names a file holds, and the columns travel back as Arrow. Groups, which need every rank, are resolved
+once afterwards over (rank, group) pairs, not rows.
 """
 from __future__ import annotations
 
@@ -457,8 +459,12 @@ def _parse_all(items: list[tuple[str, int]]) -> list[_Parsed]:
     size = max(1, math.ceil(len(items) / (workers * 4)))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     import multiprocessing as mp
+    import threading
 
-    ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+    # fork is cheapest, but only safe while this process runs a single thread
+    methods = mp.get_all_start_methods()
+    method = "fork" if "fork" in methods and threading.active_count() == 1 else ("forkserver" if "forkserver" in methods else None)
+    ctx = mp.get_context(method) if method else None
     out: list[_Parsed] = []
     try:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:

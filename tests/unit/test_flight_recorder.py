@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import pickle
+import threading
 import zipfile
 from pathlib import Path
 
@@ -250,6 +251,16 @@ def test_parallel_parsing_gives_the_same_table(tmp_path: Path, monkeypatch: pyte
     parallel = fr.read(sorted(tmp_path.iterdir()))
     assert parallel.table("collectives").equals(serial.table("collectives"))
     assert parallel.notes == serial.notes and any("rank 5 skipped" in n for n in serial.notes)
+    # with another thread alive, workers are not forked from this process (forkserver instead)
+    stop = threading.Event()
+    thread = threading.Thread(target=stop.wait, daemon=True)
+    thread.start()
+    try:
+        threaded = fr.read(sorted(tmp_path.iterdir()))
+    finally:
+        stop.set()
+        thread.join()
+    assert threaded.table("collectives").equals(serial.table("collectives"))
 
 
 def test_group_ranks_only_on_first_rows_when_too_big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
