@@ -5,6 +5,8 @@
 - gpu_idle: a GPU holding a rank's memory does nothing in every sample. Next to spinning GPUs it marks the
   rank that is not in the collective its peers spin in; alone it says the hang is on the host side.
 - gpu_memory_full: memory >= 98 % used, the ground an out-of-memory error grows on.
+- gpu_fault: an Xid from the kernel log or uncorrected ECC errors on a GPU: hardware or driver trouble that can
+  stop a rank in the middle of a collective.
 """
 from __future__ import annotations
 
@@ -23,6 +25,28 @@ from hangdoc.analysis.procs import Processes, gib, ranks_text, rows
 
 GPU_IDLE = "gpu_idle"
 GPU_MEMORY_FULL = "gpu_memory_full"
+GPU_FAULT = "gpu_fault"
+
+# NVIDIA Xid codes a hang investigation meets most, and what they say (NVIDIA's Xid catalogue).
+XID_MEANING = {
+    13: "graphics engine exception (often an illegal memory access in a kernel)",
+    31: "GPU memory page fault (an illegal address in a kernel)",
+    43: "the GPU stopped processing (a kernel was killed or hung)",
+    45: "preemptive cleanup after an earlier error",
+    48: "double-bit ECC error",
+    61: "internal micro-controller breakpoint",
+    62: "internal micro-controller halt",
+    63: "ECC page retirement or row remapping",
+    64: "ECC page retirement or row remapping failure",
+    74: "NVLink error",
+    79: "the GPU has fallen off the bus",
+    92: "high single-bit ECC error rate",
+    94: "contained uncorrectable ECC error",
+    95: "uncontained uncorrectable ECC error",
+    109: "context switch timeout",
+    119: "GSP RPC timeout",
+    120: "GSP error",
+}
 
 SPIN_SM = 90.0
 SPIN_MEM_BW = 5.0
@@ -109,6 +133,15 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         if used and total and used[-1] / total >= FULL_FRACTION:
             full.append((key[0], key[1], used[-1] / total))
 
+    faults: list[tuple[tuple[Any, int], str]] = []
+    for key, s in sorted(series.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
+        xids = sorted({int(r["xid"]) for r in s if r.get("xid")})
+        ecc = max((int(r["ecc_uncorrected"]) for r in s if r.get("ecc_uncorrected")), default=0)
+        for x in xids:
+            faults.append((key, f"Xid {x} ({XID_MEANING.get(x, 'see NVIDIA Xid catalogue')})"))
+        if ecc:
+            faults.append((key, f"{ecc} uncorrected ECC error(s)"))
+
     def ranks_on(keys: Iterable[tuple[Any, int]]) -> list[int]:
         return sorted({r for k in keys for r in (_lookup(owners, *k) or [])})
 
@@ -171,6 +204,16 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
                 summary += ": the hang is on the host side, not in a GPU kernel"
         findings.append(Finding(kind=GPU_IDLE, ranks=tuple(rk), summary=summary, evidence=tuple(desc(k) for k in idle),
                                 waiting_ranks=waiting, role=role, details={"gpus": gpus, "confidence": "medium"}))
+    if faults:
+        keys = sorted({k for k, _ in faults}, key=lambda k: (str(k[0]), k[1]))
+        rk = ranks_on(keys)
+        what = "; ".join(f"GPU {k[1]}: {text}" for k, text in faults[:4])
+        findings.append(Finding(kind=GPU_FAULT, ranks=tuple(rk),
+                                summary=f"{_gpus_text(keys)}" + (f" ({ranks_text(rk)})" if rk else "")
+                                + f" reported hardware or driver errors: {what}",
+                                evidence=tuple(f"GPU {k[1]}: {text}" for k, text in faults),
+                                # a GPU that faulted explains its rank's stall better than where its stack stands
+                                details={"gpus": [k[1] for k in keys], "confidence": "medium", "priority": 88}))
     if full:
         keys = [(h, g) for h, g, _ in full]
         rk = ranks_on(keys)

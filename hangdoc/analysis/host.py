@@ -22,8 +22,8 @@ from hangdoc.analysis.procs import Proc, Processes, gib, ranks_text, rows, share
 THREAD_STATES = "thread_states"
 STUCK_IN_KERNEL = "stuck_in_kernel"
 
-SPINNING, RUNNING, BLOCKED, SLEEPING, D_STATE, STOPPED, ZOMBIE, ACTIVE = (
-    "spinning", "running", "blocked", "sleeping", "d_state", "stopped", "zombie", "active",
+SPINNING, RUNNING, BLOCKED, SLEEPING, D_STATE, STOPPED, ZOMBIE, ACTIVE, GONE = (
+    "spinning", "running", "blocked", "sleeping", "d_state", "stopped", "zombie", "active", "gone",
 )
 _TEXT = {
     SPINNING: "spinning on CPU (state R, no wait channel, CPU time growing)",
@@ -33,6 +33,7 @@ _TEXT = {
     D_STATE: "in uninterruptible sleep (state D) in every sample",
     STOPPED: "stopped (state T: a debugger or SIGSTOP)",
     ZOMBIE: "a zombie (exited, not reaped)",
+    GONE: "gone (exited during the capture)",
     ACTIVE: "active (state changing between samples)",
 }
 # Kernel wait channels by what they wait for; first match wins.
@@ -76,6 +77,8 @@ class ThreadState:
 def classify(samples: list[dict[str, Any]]) -> ThreadState:
     """One thread's samples (any order) -> what it is doing."""
     samples = sorted(samples, key=lambda r: (r.get("sample") or 0, r.get("t") or 0.0))
+    if any(r.get("state") == "gone" for r in samples):
+        return ThreadState(GONE, None, None, len(samples))
     states = [str(r.get("state") or "?")[:1] for r in samples]
     wchans = [r.get("wchan") for r in samples]
     last_wchan = next((w for w in reversed(wchans) if w and w != "0"), None)

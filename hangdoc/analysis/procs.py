@@ -82,9 +82,10 @@ class Processes:
             if r.get("pid") is None:
                 continue
             p = self._get(r.get("host"), int(r["pid"]))
-            if r.get("tid") == r.get("pid") and r.get("state") in ("Z", "X"):
+            if r.get("tid") == r.get("pid") and r.get("state") in ("Z", "X", "gone"):
                 p.dead = True
-            elif r.get("state") not in ("Z", "X"):
+                p.status = "zombie" if r.get("state") == "Z" else "gone"
+            elif r.get("state") not in ("Z", "X", "gone"):
                 p.live = True
         for r in distinct(table("py_frames"), ("host", "pid")):
             if r.get("pid") is not None:

@@ -87,3 +87,16 @@ def test_full_memory_and_busy_healthy_gpus() -> None:
 def test_unowned_empty_gpu_is_not_idle_under_a_rank() -> None:
     b = bundle(gpu_samples=series({0: (0.0, 0.0)}, used=0, total=80 * GIB))
     assert gpu.gpu_findings(b.table) == []
+
+
+def test_xid_and_ecc_errors_name_the_gpu_and_its_rank() -> None:
+    procs, held = owners(2)
+    rows = series({0: (100.0, 0.0), 1: (0.0, 0.0)})
+    for r in rows:
+        if r["gpu"] == 1:
+            r["xid"], r["ecc_uncorrected"] = 79, 2
+    found = {f.kind: f for f in gpu.gpu_findings(bundle(gpu_samples=rows, processes=procs, gpu_processes=held).table)}
+    fault = found[gpu.GPU_FAULT]
+    assert fault.ranks == (1,) and fault.role == "cause"
+    assert "GPU 1 (rank 1) reported hardware or driver errors: GPU 1: Xid 79 (the GPU has fallen off the bus)" in fault.summary
+    assert "GPU 1: 2 uncorrected ECC error(s)" in fault.evidence

@@ -128,3 +128,12 @@ def test_healthy_processes_give_no_cause() -> None:
     findings = host.host_findings(bundle(processes=procs(2, ppid=40, parent_alive=True), thread_samples=rows).table)
     assert [f.kind for f in findings] == [host.THREAD_STATES]
     assert findings[0].role == "symptom" and "blocked in epoll" in findings[0].summary
+
+
+def test_a_main_thread_gone_mid_capture_is_an_exited_rank() -> None:
+    rows = samples(100, 100, "SS", wchan="futex_wait_queue") + samples(101, 101, "S", wchan="futex_wait_queue")
+    rows.append({"host": "n1", "pid": 101, "tid": 101, "sample": 1, "t": 101.0, "state": "gone"})
+    assert host.classify([r for r in rows if r["pid"] == 101]).kind == host.GONE
+    found = {f.kind: f for f in host.host_findings(bundle(processes=procs(2), thread_samples=rows).table)}
+    assert found[RANK_EXITED].ranks == (1,) and found[RANK_EXITED].waiting_ranks == (0,)
+    assert "rank 1 (pid 101): process gone" in found[RANK_EXITED].evidence
