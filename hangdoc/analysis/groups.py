@@ -154,8 +154,12 @@ def build_comms(specs: Sequence[CommSpec], world_size: int) -> list[Comm]:
     ]
 
 
+_PARALLEL = {"tp", "dp", "pp", "ep", "cp", "sp", "mp", "etp", "edp"}
+
+
 def _display(family: str) -> str:
-    return family.upper() if len(family) <= 3 else family
+    """'tp' -> 'TP' as people write it; structural names ('g8') stay as they are."""
+    return family.upper() if family in _PARALLEL else family
 
 
 def rank_labels(comms: Iterable[Comm]) -> dict[int, str]:

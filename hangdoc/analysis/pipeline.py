@@ -226,10 +226,18 @@ def group_views(view: CollectiveView | None) -> tuple[GroupView, ...]:
             pos_of.get((c.index, r)) or RankPosition(rank=r, last_seq=None, last_op=None, state=None, calls=0, completed=0)
             for r in ranks
         )
-        desc = c.desc if c.desc and c.desc != c.name else None
-        out.append(GroupView(group=c.id, desc=f"{c.name}" + (f" ({desc})" if desc else ""), family=c.family,
-                             ranks=tuple(ranks), positions=positions))
+        out.append(GroupView(group=c.id, desc=_desc(c), family=c.family, ranks=tuple(ranks), positions=positions))
     return tuple(out)
+
+
+def _desc(c) -> str | None:
+    """'recorded as tp:0' when the recorder's name differs from the readable id, plus a telling description."""
+    parts = []
+    if c.name and c.name != c.id:
+        parts.append(f"recorded as {c.name}")
+    if c.desc and c.desc not in (c.name, c.id, "undefined"):
+        parts.append(c.desc)
+    return "; ".join(parts) or None
 
 
 def wait_edges(view: CollectiveView | None) -> tuple[WaitEdge, ...]:

@@ -37,7 +37,9 @@ def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
     """Dictionary codes of a string column (null -> -1) and the dictionary."""
     if col.num_chunks == 0 or len(col) == 0:
         return np.zeros(0, np.int32), []
-    enc = col.dictionary_encode().unify_dictionaries()
+    # Read with its dictionary kept (Parquet stores these columns that way), a column is already encoded.
+    enc = col if pa.types.is_dictionary(col.type) else col.dictionary_encode()
+    enc = enc.unify_dictionaries()
     idx = pa.chunked_array([c.indices for c in enc.chunks], type=enc.type.index_type)
     codes = pc.fill_null(idx, -1).to_numpy()
     return codes, enc.chunks[0].dictionary.to_pylist()
@@ -46,12 +48,9 @@ def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
 def _ints(col: pa.ChunkedArray, fill: int = -1) -> np.ndarray:
     if len(col) == 0:
         return np.zeros(0, np.int64)
-    return pc.fill_null(col, fill).to_numpy().astype(np.int64, copy=False)
-
-
-def _lookup(codes: np.ndarray, table: Sequence[int]) -> np.ndarray:
-    """table[code] with code -1 (null) mapped to the table's last entry."""
-    return np.asarray(list(table), dtype=np.int64)[codes]  # code -1 indexes the last entry
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy().astype(np.int64, copy=False)
 
 
 def take(col: pa.ChunkedArray, idx: np.ndarray | Sequence[int]) -> pa.Array:
@@ -73,6 +72,12 @@ def take(col: pa.ChunkedArray, idx: np.ndarray | Sequence[int]) -> pa.Array:
     inverse = np.empty(idx.size, np.int64)
     inverse[order] = np.arange(idx.size)
     return got.take(pa.array(inverse))
+
+
+def _ids(values: list) -> np.ndarray:
+    """Dense ids of values, equal values sharing one: ['a', 'b', 'a'] -> [0, 1, 0]."""
+    index: dict = {}
+    return np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
 
 
 def _mix(v: np.ndarray) -> np.ndarray:
@@ -269,43 +274,66 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         coded = {c: f.result() for c, f in coded.items()}
         numels = {c: f.result() for c, f in numels.items()}
 
-    # Signature: canonical op, reduce op (for reducing ops), dtype, and the element count its size rule compares.
+    # Signature: call class (send and recv match), reduce op (reducing ops only) and dtype, worked out per
+    # combination of dictionary entries and then gathered once per row; plus the element count that the
+    # op's size rule compares.
     op_codes, op_names = coded["op"]
-    canon = [normalize_op(o) if o else "unknown" for o in op_names] + ["unknown"]
-    cls = ["p2p" if c in P2P_OPS else c for c in canon]  # a send matches a recv
-    cls_ids = {c: i for i, c in enumerate(dict.fromkeys(cls))}
-    op_class = _lookup(op_codes, [cls_ids[c] for c in cls])
-    rule = _lookup(op_codes, [1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in canon])
-    reducing = _lookup(op_codes, [1 if c in REDUCING_OPS else 0 for c in canon]).astype(bool)
     red_codes, red_names = coded["reduce_op"]
-    red_norm = [normalize_reduce_op(x) if x else "" for x in red_names] + [""]
-    red_ids = {c: i for i, c in enumerate(dict.fromkeys(red_norm))}
-    red = np.where(reducing, _lookup(red_codes, [red_ids[x] for x in red_norm]), -1)
     dt_codes, dt_names = coded["dtype"]
-    dt_norm = [normalize_dtype(x) if x else "" for x in dt_names] + [""]
-    dt_ids = {c: i for i, c in enumerate(dict.fromkeys(dt_norm))}
-    dtype = _lookup(dt_codes, [dt_ids[x] for x in dt_norm])
-    n_red, n_dt = len(red_ids) + 1, len(dt_ids) + 1
-    sig = (op_class * n_red + (red + 1)) * n_dt + dtype
-    in_numel, out_numel = numels["in_numel"], numels["out_numel"]
-    numel = np.where(rule == 1, in_numel, np.where(rule == 2, out_numel, -1))
+    canon = [normalize_op(o) if o else "unknown" for o in op_names] + ["unknown"]  # last entry: null
+    cls = ["p2p" if c in P2P_OPS else c for c in canon]
+    cls_id = _ids(cls)
+    red_id = _ids([normalize_reduce_op(x) if x else "" for x in red_names] + [""])
+    dt_id = _ids([normalize_dtype(x) if x else "" for x in dt_names] + [""])
+    reducing = np.array([c in REDUCING_OPS for c in canon])
+    n_op, n_red, n_dt = len(canon), len(red_id), len(dt_id)
+
+    def signature(o: np.ndarray, r_: np.ndarray, d_: np.ndarray) -> np.ndarray:
+        return (cls_id[o] * (n_red + 1) + np.where(reducing[o], red_id[r_] + 1, 0)) * n_dt + dt_id[d_]
+
+    if n_op * n_red * n_dt <= 1 << 20:
+        table_sig = signature(*np.meshgrid(np.arange(n_op), np.arange(n_red), np.arange(n_dt), indexing="ij"))
+        table_sig = table_sig.astype(np.int32) if table_sig.max() < 1 << 31 else table_sig
+        combo = (op_codes % n_op).astype(np.int64)  # code -1 (null) -> the last entry
+        combo *= n_red
+        combo += red_codes % n_red
+        combo *= n_dt
+        combo += dt_codes % n_dt
+        sig = table_sig.ravel()[combo]
+        del combo
+    else:  # many distinct names (odd input): per row
+        sig = signature(op_codes % n_op, red_codes % n_red, dt_codes % n_dt)
+    if sig.dtype != np.int32 and sig.size and sig.max() < 1 << 31:
+        sig = sig.astype(np.int32)
+    rule = np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in canon], np.int8)[op_codes]
+    numel = numels["in_numel"].copy()
+    out_rule = rule == 2
+    numel[out_rule] = numels["out_numel"][out_rule]
+    numel[rule == 0] = -1
+    del rule, out_rule, numels
 
     st_codes, st_names = coded["state"]
-    state = _lookup(st_codes, [_STATE_CODE[normalize_state(s)] if s else UNKNOWN for s in st_names] + [UNKNOWN])
+    state = np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in st_names] + [UNKNOWN], np.int8)[st_codes]
 
     # Pairs: one per (rank, recorder's group name); a process names each of its communicators uniquely.
     g_codes, g_names = coded["group"]
     n_names = len(g_names) + 1
     pair_key = rank * n_names + np.where(g_codes < 0, n_names - 1, g_codes)
     pair, uniq = pd.factorize(pair_key)
-    pair = pair.astype(np.int64)
+    pair = pair.astype(np.int32) if uniq.size < 1 << 31 else pair
+    del pair_key
     n_pairs = int(uniq.size)
-    first = np.empty(n_pairs, np.int64)
-    first[pair[::-1]] = np.arange(n)[::-1]
+    # pd.factorize numbers pairs in order of first appearance: the running maximum steps up at each first row.
+    first = np.concatenate([[0], np.flatnonzero(np.diff(np.maximum.accumulate(pair)) > 0) + 1]) if n else pair
     pair_rank = (uniq // n_names).astype(np.int64)
     pair_gname = (uniq % n_names).astype(np.int64)
 
-    first_cols = {name: take(t.column(name), first) for name in ("group_ranks", "group_size", "group_desc")}
+    # Members from the pair's first row that lists them (an importer may list them only once per pair).
+    listed = np.nonzero(pc.is_valid(t.column("group_ranks")).to_numpy(zero_copy_only=False))[0]
+    first_listed = first.copy()
+    first_listed[pair[listed][::-1]] = listed[::-1]
+    first_cols = {name: take(t.column(name), first) for name in ("group_size", "group_desc")}
+    first_cols["group_ranks"] = take(t.column("group_ranks"), first_listed)
     specs, pair_comm, world_size = _communicators(
         first_cols, pair_rank, pair_gname, g_names + [""], world_size_hint, rank
     )
@@ -336,7 +364,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         pos = pos.astype(np.int64)
         n_pos = int(uniq_pos.size)
         pos_comm = (uniq_pos >> 40).astype(np.int64)
-    ref_sig = np.zeros(n_pos, np.int64)
+    ref_sig = np.zeros(n_pos, sig.dtype)
     ref_numel = np.zeros(n_pos, np.int64)
     ref_sig[pos] = sig
     ref_numel[pos] = numel

@@ -86,3 +86,30 @@ def test_name_only_groups_use_the_reporting_ranks_and_world_size():
     (comm,) = view.comms
     assert comm.members == (0, 1, 2, 3) and comm.members_known
     assert view.missing_ranks == (3,)
+
+
+def test_members_listed_only_on_a_later_row_of_a_pair():
+    rows = []
+    for r in range(4):
+        pair_rows = history(r, "7", 3, ranks=[0, 1] if r < 2 else [2, 3])
+        pair_rows[0]["group_ranks"] = None  # an importer may list members once, not necessarily first
+        rows += pair_rows
+    view = build(table(rows))
+    assert sorted(c.members for c in view.comms) == [(0, 1), (2, 3)]
+
+
+def test_dictionary_encoded_columns_give_the_same_view():
+    """Parquet keeps string columns dictionary-encoded; read that way they need no re-encoding."""
+    import pyarrow as pa
+
+    rows = []
+    for r in range(8):
+        rows += history(r, "tp:0", 5, ranks=[r // 4 * 4 + i for i in range(4)], last_state="started")
+    rows[3]["op"] = "broadcast"
+    plain = table(rows)
+    encoded = pa.table({n: (plain.column(n).dictionary_encode() if pa.types.is_string(plain.column(n).type)
+                            else plain.column(n)) for n in plain.column_names})
+    a, b = build(plain), build(encoded)
+    assert (a.sig == b.sig).all() and (a.pair == b.pair).all() and (a.done == b.done).all()
+    assert [c.id for c in a.comms] == [c.id for c in b.comms]
+    assert [c.culprits for c in a.conflicts] == [c.culprits for c in b.conflicts] == [(0,)]
