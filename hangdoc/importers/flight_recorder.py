@@ -41,7 +41,7 @@ from hangdoc.bundle import Bundle
 from hangdoc.errors import InputError
 from hangdoc.importers import safe_pickle
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_state
-from hangdoc.schema import conform, empty
+from hangdoc.schema import COLLECTIVES, empty
 
 NAME = "flight-recorder"
 SOURCE = "flight-recorder"
@@ -59,6 +59,7 @@ _GATHER_OPS = ("all_gather", "all_gather_coalesced")  # output = group size x in
 _SCATTER_OPS = ("reduce_scatter", "reduce_scatter_coalesced")  # input = group size x output
 
 _shapes = pa.list_(pa.list_(pa.int64()))
+_ints = pa.list_(pa.int64())
 # What a worker returns per file: every per-row column already in its final form, except the group
 # (pg_key indexes the file's own (pg name, pg desc) list) and the peer (still group-local).
 _PART = pa.schema(
@@ -117,6 +118,9 @@ class _Parsed:
     pg_ranks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # pg name -> ranks, from pg_config
     pg_desc: dict[str, str] = field(default_factory=dict)  # pg name -> desc, from pg_config
     pg_keys: list[tuple[str, str | None]] = field(default_factory=list)  # per pg_key: (name, desc)
+    pg_rows: list[int] = field(default_factory=list)  # per pg_key: its number of rows
+    pg_first: list[int] = field(default_factory=list)  # per pg_key: its first row
+    pg_implied: list[int] = field(default_factory=list)  # per pg_key: group size its shapes imply, or 0
     backends: set[str] = field(default_factory=set)  # "nccl", "gloo", ...
     first_record_id: int | None = None
     error: str | None = None
@@ -416,6 +420,7 @@ def _parse_file(path: str, rank: int) -> _Parsed:
             if val.get("desc") not in (None, ""):
                 out.pg_desc[name] = str(val["desc"])
         out.table, out.pg_keys, out.backends = extract(dump, rank)
+        out.pg_rows, out.pg_first, out.pg_implied = _pair_stats(out.table, len(out.pg_keys))
         if out.table.num_rows:
             out.first_record_id = pc.min(out.table.column("record_id")).as_py()
     except _BadDump as exc:
@@ -509,30 +514,33 @@ class _Group:
         return len(self.ranks) == self.size
 
 
-def _inferred_sizes(pair: np.ndarray, n_pairs: int, part: pa.Table) -> np.ndarray:
-    """Per (rank, pg) pair, the group size its all_gather (out = size x in) and reduce_scatter
-    (in = size x out) calls imply; 0 where none does."""
-    best = np.zeros(n_pairs, np.int64)
-    gather = pc.is_in(part.column("op"), value_set=pa.array(_GATHER_OPS))
-    scatter = pc.is_in(part.column("op"), value_set=pa.array(_SCATTER_OPS))
-    i_n, o_n = part.column("in_numel"), part.column("out_numel")
-    ok = pc.fill_null(pc.and_(pc.or_(gather, scatter), pc.and_(pc.greater(i_n, 0), pc.greater(o_n, 0))), False)
-    if not pc.any(ok).as_py():
-        return best
-    rows = np.nonzero(ok.to_numpy(zero_copy_only=False))[0]
-    g = gather.to_numpy(zero_copy_only=False)[rows]
-    i_v = i_n.to_numpy(zero_copy_only=False)[rows].astype(np.int64)
-    o_v = o_n.to_numpy(zero_copy_only=False)[rows].astype(np.int64)
-    big, small = np.where(g, o_v, i_v), np.where(g, i_v, o_v)
-    whole = big % small == 0
-    np.maximum.at(best, pair[rows[whole]], big[whole] // small[whole])
-    return best
+def _pair_stats(table: pa.Table, n_keys: int) -> tuple[list[int], list[int], list[int]]:
+    """Per pg_key of one file: row count, first row, and the group size its all_gather (out = size x in)
+    or reduce_scatter (in = size x out) calls imply (0 if none)."""
+    if n_keys == 0:
+        return [], [], []
+    key = table.column("pg_key").to_numpy()
+    rows = np.bincount(key, minlength=n_keys)
+    first = np.full(n_keys, len(key), np.int64)
+    np.minimum.at(first, key, np.arange(len(key)))
+    implied = np.zeros(n_keys, np.int64)
+    op = table.column("op")
+    gather = pc.is_in(op, value_set=pa.array(_GATHER_OPS)).to_numpy(zero_copy_only=False)
+    scatter = pc.is_in(op, value_set=pa.array(_SCATTER_OPS)).to_numpy(zero_copy_only=False)
+    if gather.any() or scatter.any():
+        i_n = pc.fill_null(table.column("in_numel"), 0).to_numpy()
+        o_n = pc.fill_null(table.column("out_numel"), 0).to_numpy()
+        big, small = np.where(gather, o_n, i_n), np.where(gather, i_n, o_n)
+        ok = (gather | scatter) & (small > 0) & (big > 0)
+        ok[ok] = big[ok] % small[ok] == 0
+        np.maximum.at(implied, key[ok], big[ok] // np.maximum(small[ok], 1))
+    return rows.tolist(), first.tolist(), implied.tolist()
 
 
 def resolve_groups(
     pairs: list[tuple[int, str, str | None]],
     parsed: list[_Parsed],
-    implied: np.ndarray,
+    implied: list[int],
     world: int,
     notes: list[str],
 ) -> tuple[list[_Group], list[int]]:
@@ -549,7 +557,7 @@ def resolve_groups(
         cfg_desc.update(p.pg_desc)
     reporters: dict[tuple[str, str | None], set[int]] = {}
     sizes: dict[tuple[str, str | None], int] = {}
-    for (rank, name, desc), size in zip(pairs, implied.tolist()):
+    for (rank, name, desc), size in zip(pairs, implied):
         reporters.setdefault((name, desc), set()).add(rank)
         sizes[(name, desc)] = max(sizes.get((name, desc), 0), size)
 
@@ -608,77 +616,78 @@ def resolve_groups(
 # ----------------------------------------------------------------------------------------------------
 # assembly
 # ----------------------------------------------------------------------------------------------------
-def _group_ranks_column(groups: list[_Group], g_row: np.ndarray, first_rows: np.ndarray, notes: list[str]) -> pa.Array:
-    """group_ranks per row, or only on each (rank, group)'s first row when that would be huge."""
-    lengths = np.array([len(g.ranks) for g in groups], np.int64)
-    total = int(lengths[g_row].sum()) if len(g_row) else 0
-    values = pa.array([list(g.ranks) for g in groups], pa.list_(pa.int64()))
-    if total <= GROUP_RANKS_BUDGET:
-        return values.take(pa.array(g_row))
-    notes.append(
-        f"group_ranks given once per rank and group (on its first row), not on all {len(g_row)} rows: "
-        f"repeating it would take {total} list elements"
-    )
-    n = len(g_row)
-    carries = np.zeros(n, bool)
-    carries[first_rows] = True
-    row_len = np.where(carries, lengths[g_row], 0)
-    offsets = np.concatenate([[0], np.cumsum(row_len)]).astype(np.int32 if row_len.sum() < 2**31 else np.int64)
-    flat = pc.list_flatten(values.take(pa.array(g_row[first_rows])))
-    return pa.ListArray.from_arrays(pa.array(offsets), flat, mask=pa.array(~carries))
-
-
-def assemble(raw: pa.Table, parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Table, list[_Group]]:
-    """The collectives table: the workers' columns plus group columns, mapped per (rank, pg) pair.
-
-    `raw` is the concatenation of the `parsed` files' tables, in that order."""
-    pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
-    offsets = np.cumsum([0] + [len(p.pg_keys) for p in parsed[:-1]])
-    counts = [p.table.num_rows for p in parsed]
-    pair = np.repeat(offsets, counts) + raw.column("pg_key").to_numpy().astype(np.int64)
-    n = raw.num_rows
-    first_rows = np.full(len(pairs), -1, np.int64)
-    first_rows[pair[::-1]] = np.arange(n)[::-1]
-    first_rows = first_rows[first_rows >= 0]
-
-    groups, g_of_pair_list = resolve_groups(pairs, parsed, _inferred_sizes(pair, len(pairs), raw), world, notes)
-    g_of_pair = np.array(g_of_pair_list, np.int64)
-    rig_of_pair = [groups[g].ranks.index(p[0]) if p[0] in groups[g].ranks else None for p, g in zip(pairs, g_of_pair_list)]
-    g_row = g_of_pair[pair]
-    gidx = pa.array(g_row)
-
-    peers: pa.ChunkedArray | pa.Array = raw.column("peer_local")
-    if peers.null_count < len(peers):  # group-local p2p peers -> global ranks
-        local = pc.fill_null(peers, -1).to_numpy()
-        glob = np.full(n, -1, np.int64)
-        for i in np.nonzero(local >= 0)[0].tolist():
-            g = groups[int(g_row[i])]
-            if g.complete and local[i] < len(g.ranks):
-                glob[i] = g.ranks[local[i]]
-        peers = pa.array(glob, mask=glob < 0)
-
+def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], ranks_on_every_row: bool) -> pa.Table:
+    """One file's rows in the collectives schema: its own columns plus the group columns of its pairs."""
+    t = p.table
+    n = t.num_rows
+    key = t.column("pg_key").to_numpy()
+    g_of_key = np.array(pair_group, np.int32)
+    gi = pa.array(g_of_key[key])
+    ranks_of_key = [groups[g].ranks for g in pair_group]
+    rank_in = [r.index(p.rank) if p.rank in r else None for r in ranks_of_key]
+    if ranks_on_every_row:
+        group_ranks = pa.array([list(r) for r in ranks_of_key], _ints).take(pa.array(key))
+    else:  # only each key's first row carries the members
+        lengths = np.zeros(n, np.int64)
+        lengths[p.pg_first] = [len(r) for r in ranks_of_key]
+        offsets = np.zeros(n + 1, np.int32)
+        np.cumsum(lengths, out=offsets[1:])
+        flat = [x for k in np.argsort(p.pg_first, kind="stable") for x in ranks_of_key[k]]
+        group_ranks = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()), mask=pa.array(lengths == 0))
+    peers = t.column("peer_local")
+    if peers.null_count < n:  # group-local p2p peers -> global ranks
+        local = peers.to_pylist()
+        glob = []
+        for k, loc in zip(key.tolist(), local):
+            g = groups[pair_group[k]]
+            glob.append(g.ranks[loc] if loc is not None and g.complete and 0 <= loc < len(g.ranks) else None)
+        peers = pa.array(glob, pa.int64())
     cols = {
-        "rank": raw.column("rank"),
-        "group": pa.array([g.id for g in groups], pa.string()).take(gidx),
-        "group_desc": pa.array([g.desc for g in groups], pa.string()).take(gidx),
-        "group_ranks": _group_ranks_column(groups, g_row, first_rows, notes),
-        "group_size": pa.array([g.size for g in groups], pa.int64()).take(gidx),
-        "rank_in_group": pa.array(rig_of_pair, pa.int64()).take(pa.array(pair)),
-        "seq": raw.column("seq"),
-        "op": raw.column("op"),
-        "dtype": raw.column("dtype"),
-        "in_shapes": raw.column("in_shapes"),
-        "out_shapes": raw.column("out_shapes"),
-        "in_numel": raw.column("in_numel"),
-        "out_numel": raw.column("out_numel"),
+        "host": pa.nulls(n, pa.string()),
+        "rank": t.column("rank"),
+        "pid": pa.nulls(n, pa.int64()),
+        "group": pa.array([g.id for g in groups], pa.string()).take(gi),
+        "group_desc": pa.array([g.desc for g in groups], pa.string()).take(gi),
+        "group_ranks": group_ranks,
+        "group_size": pa.array([g.size for g in groups], pa.int64()).take(gi),
+        "rank_in_group": pa.array(rank_in, pa.int64()).take(pa.array(key)),
+        "seq": t.column("seq"),
+        "op": t.column("op"),
+        "reduce_op": pa.nulls(n, pa.string()),
+        "dtype": t.column("dtype"),
+        "in_shapes": t.column("in_shapes"),
+        "out_shapes": t.column("out_shapes"),
+        "in_numel": t.column("in_numel"),
+        "out_numel": t.column("out_numel"),
         "peer": peers,
-        "t_issue": raw.column("t_issue"),
-        "state": raw.column("state"),
+        "t_issue": t.column("t_issue"),
+        "state": t.column("state"),
         "source": pa.repeat(pa.scalar(SOURCE), n),
-        "record_id": raw.column("record_id"),
-        "call_site": raw.column("call_site"),
+        "record_id": t.column("record_id"),
+        "call_site": t.column("call_site"),
     }
-    return conform("collectives", pa.table(cols)), groups
+    return pa.table(cols, schema=COLLECTIVES)
+
+
+def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Table, list[_Group]]:
+    """The collectives table: each file's rows plus group columns, resolved over (rank, pg) pairs."""
+    parsed = [p for p in parsed if p.table is not None and p.table.num_rows]
+    pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
+    implied = [s for p in parsed for s in p.pg_implied]
+    groups, pair_group = resolve_groups(pairs, parsed, implied, world, notes)
+    rows_per_pair = [c for p in parsed for c in p.pg_rows]
+    total = sum(len(groups[g].ranks) * c for g, c in zip(pair_group, rows_per_pair))
+    every_row = total <= GROUP_RANKS_BUDGET
+    if not every_row:
+        notes.append(
+            f"group_ranks given once per rank and group (on its first row), not on all {sum(rows_per_pair)} rows: "
+            f"repeating it would take {total} list elements"
+        )
+    parts, at = [], 0
+    for p in parsed:
+        parts.append(_file_rows(p, pair_group[at : at + len(p.pg_keys)], groups, every_row))
+        at += len(p.pg_keys)
+    return pa.concat_tables(parts), groups
 
 
 def _version_tuple(version: Any) -> tuple[int, int] | None:
@@ -723,11 +732,10 @@ def read(files: list[Path]) -> Bundle:
             "per-group sequence numbers, so a rank's first retained seq can differ from its peers'"
         )
 
-    raw = pa.concat_tables([p.table for p in good])
     world = max([max(by_rank) + 1] + [max(m) + 1 for p in good for m in p.pg_ranks.values()])
     groups: list[_Group] = []
-    if raw.num_rows:
-        table, groups = assemble(raw, good, world, notes)
+    if any(p.table.num_rows for p in good):
+        table, groups = assemble(good, world, notes)
         world = max([world] + [g.size for g in groups if g.desc == "default_pg"])
         if any("gloo" in p.backends for p in good):
             notes.append(
