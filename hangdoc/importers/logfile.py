@@ -23,12 +23,14 @@ from typing import Any
 
 from hangdoc.bundle import Bundle
 from hangdoc.capture import ranks as ranknames
+from hangdoc.capture.logs import read_tail
 from hangdoc.errors import InputError
 from hangdoc.importers import pyspy
 from hangdoc.schema import table_from_rows
 from hangdoc.signatures import Signature, load_catalogue
 
 NAME = "log"
+MAX_BYTES = 512 << 20  # the hang is at the end of a log; beyond this only the tail is read
 _SNIFF = 65536
 _MAX_TEXT = 2000
 _CONTEXT = 3  # preceding lines of the same process kept with an event
@@ -209,7 +211,7 @@ def _strip_groups(pattern: str) -> str:
 @dataclass
 class _Raw:
     file: str
-    line_no: int
+    line_no: int | None
     info: LineInfo
     sig: Signature
     fields: dict[str, str]
@@ -335,12 +337,17 @@ def read(files: list[Path]) -> Bundle:
     index_sets: set[tuple[tuple[str, int], ...]] = set()
     for f in files:
         try:
-            text = Path(f).read_text(encoding="utf-8", errors="replace")
+            text, truncated = read_tail(str(f), MAX_BYTES)
             year = time.gmtime(os.stat(f).st_mtime).tm_year
         except OSError as exc:
             raise InputError(f"{f}: unreadable: {exc.strerror or exc}") from None
+        if truncated:
+            bundle.note(f"{f}: larger than {MAX_BYTES >> 20} MB, read only its last {MAX_BYTES >> 20} MB (no line numbers)")
         file_hits, file_procs = scan_text(text, file=str(f), year=year, rank=file_rank(Path(f)), catalogue=catalogue,
                                           index_sets=index_sets)
+        if truncated:
+            for h in file_hits:
+                h.line_no = None  # type: ignore[assignment]
         hits.extend(file_hits)
         for key, p in file_procs.items():
             have = procs.setdefault(key, p)

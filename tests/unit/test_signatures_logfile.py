@@ -117,3 +117,12 @@ def test_only_logs_are_claimed(tmp_path: Path) -> None:
     plain = tmp_path / "notes.txt"
     plain.write_text("we restarted the job twice\n")
     assert not logfile.matches(smi) and not logfile.matches(blob) and not logfile.matches(plain)
+
+
+def test_a_huge_log_is_read_from_its_tail(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(logfile, "MAX_BYTES", 200)
+    path = tmp_path / "big.log"
+    path.write_text("RuntimeError: CUDA error: out of memory\n" + "x" * 300 + "\n" + "BrokenPipeError: [Errno 32]\n")
+    b = logfile.read([path])
+    assert [(e["signature"], e["line_no"]) for e in b.table("log_events").to_pylist()] == [("broken_pipe", None)]
+    assert any("read only its last" in n for n in b.notes)
