@@ -136,3 +136,23 @@ def test_seed001_collective_mismatch_explains_the_gpu_spin_and_the_shm_broadcast
     shm = next(f for f in d.findings if f.details.get("signature") == "vllm_shm_broadcast_timeout")
     assert shm.role == "symptom"
     assert "symptom" in d.verdict.reason
+
+
+def test_real_py_spy_dumps_and_a_spinning_nvidia_smi_table_without_traces(tmp_path: Path) -> None:
+    """py-spy output of a real gloo hang (one rank in all_gather, three in all_reduce) plus the GPU table a bug
+    report would paste: the odd process is named and the GPU spin is its symptom."""
+    dump = Path(__file__).resolve().parents[1] / "fixtures" / "pyspy" / "gloo_mismatch_all.txt"
+    pids = [15075, 15076, 15077, 15078]
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import make_signature_seeds as seeds
+    finally:
+        sys.path.remove(str(FIXTURES))
+    smi = seeds.nvidia_smi("Wed Apr 15 03:41:07 2026",
+                           [{"i": i, "temp": 61, "pw": 690, "used": 71624, "util": 100} for i in range(4)],
+                           [{"i": i, "pid": pid, "name": "python worker.py", "mem": 71614} for i, pid in enumerate(pids)])
+    (tmp_path / "nvidia-smi.txt").write_text(smi)
+    d = verdict_of(dump, tmp_path / "nvidia-smi.txt")
+    assert d.verdict.kind == "stack_divergence" and "all_gather" in d.verdict.summary
+    spin = next(f for f in d.findings if f.kind == "gpu_spin_wait")
+    assert spin.role == "symptom" and "memory bandwidth not recorded" in spin.summary
