@@ -52,13 +52,13 @@ def find_conflicts(view: CollectiveView) -> list[Conflict]:
         ref_sig[comm] = view.sig[rows]
         ref_numel[comm] = view.numel[rows]
         bad = (view.sig[rows] != ref_sig[comm]) | (view.numel[rows] != ref_numel[comm])
-        frontier_comms = set(np.unique(comm[bad]).tolist())
+        frontier_comms = {c for c in np.unique(comm[bad]).tolist() if view.aligned[c]}
     for c in sorted(frontier_comms):
         pairs = view.comm_pairs(c)
         rows = [int(view.pair_front_row[p]) for p in pairs.tolist() if view.pair_front_row[p] >= 0]
         rows.sort(key=lambda r: int(view.rank[r]))
         out.append(_conflict(view, c, rows, at_frontier=True))
-    history = [c for c in np.nonzero(view.comm_bad)[0].tolist() if c not in frontier_comms]
+    history = [c for c in np.nonzero(view.comm_bad)[0].tolist() if c not in frontier_comms and view.aligned[c]]
     if history:
         targets = view.comm_first_bad_pos[history]
         at = np.nonzero(np.isin(view.pos, targets))[0]

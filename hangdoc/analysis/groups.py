@@ -70,6 +70,7 @@ class Comm:
     members: tuple[int, ...]
     members_known: bool
     size: int
+    p2p: bool = False  # the send/recv channel of a communicator (its own seq counter): id "pp:0/p2p"
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class CommSpec:
     members: tuple[int, ...]
     members_known: bool
     size: int
+    p2p: bool = False
 
 
 def _partitions(member_sets: list[tuple[int, ...]]) -> list[list[int]]:
@@ -134,9 +136,8 @@ def assign_families(specs: Sequence[CommSpec], world_size: int) -> list[str]:
     return [f or "group" for f in families]
 
 
-def build_comms(specs: Sequence[CommSpec], world_size: int) -> list[Comm]:
-    """Comms in input order, each with its family and a readable id numbered by smallest member."""
-    families = assign_families(specs, world_size)
+def _number(specs: Sequence[CommSpec], families: Sequence[str]) -> list[str]:
+    """'fam:n', n counting the family's communicators by smallest member; a lone world group is 'world'."""
     ids: list[str] = [""] * len(specs)
     by_family: dict[str, list[int]] = {}
     for i, fam in enumerate(families):
@@ -148,8 +149,31 @@ def build_comms(specs: Sequence[CommSpec], world_size: int) -> list[Comm]:
             continue
         for n, i in enumerate(idx):
             ids[i] = f"{fam}:{n}"
+    return ids
+
+
+def build_comms(specs: Sequence[CommSpec], world_size: int) -> list[Comm]:
+    """Comms in input order, each with its family and a readable id numbered by smallest member.
+    A p2p channel takes its communicator's id and family with '/p2p' appended."""
+    main = [i for i, s in enumerate(specs) if not s.p2p]
+    side = [i for i, s in enumerate(specs) if s.p2p]
+    families: list[str] = [""] * len(specs)
+    ids: list[str] = [""] * len(specs)
+    fam_main = assign_families([specs[i] for i in main], world_size)
+    for i, f, cid in zip(main, fam_main, _number([specs[i] for i in main], fam_main)):
+        families[i], ids[i] = f, cid
+    twin = {(specs[i].name, specs[i].members): i for i in main}
+    alone = [i for i in side if (specs[i].name, specs[i].members) not in twin]
+    fam_alone = assign_families([specs[i] for i in alone], world_size)
+    for i, f, cid in zip(alone, fam_alone, _number([specs[i] for i in alone], fam_alone)):
+        families[i], ids[i] = f, cid
+    for i in side:
+        t = twin.get((specs[i].name, specs[i].members))
+        if t is not None:
+            families[i], ids[i] = families[t], ids[t]
+        families[i], ids[i] = families[i] + "/p2p", ids[i] + "/p2p"
     return [
-        Comm(i, ids[i], s.name, s.desc, families[i], s.members, s.members_known, s.size)
+        Comm(i, ids[i], s.name, s.desc, families[i], s.members, s.members_known, s.size, s.p2p)
         for i, s in enumerate(specs)
     ]
 
@@ -170,7 +194,7 @@ def rank_labels(comms: Iterable[Comm]) -> dict[int, str]:
     """
     by_family: dict[str, list[Comm]] = {}
     for c in comms:
-        if c.family != WORLD and len(c.members) > 1:
+        if c.family != WORLD and len(c.members) > 1 and not c.p2p:
             by_family.setdefault(c.family, []).append(c)
     coords: list[tuple[int, str, dict[int, int]]] = []
     for fam, cs in by_family.items():

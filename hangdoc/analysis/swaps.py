@@ -27,20 +27,21 @@ EXACT_UP_TO = 16  # groups up to this size get an exact leave-one-out median
 def family_counts(view: CollectiveView) -> tuple[np.ndarray, list[str], np.ndarray]:
     """(counts[rank, family] of completed calls, NaN where the rank is in no communicator of the family;
     family names; the rank ids of the rows)."""
-    families = sorted({c.family for c in view.comms})
+    families = sorted({c.family for c in view.comms if not c.p2p})  # p2p counts differ by pipeline stage
     fam_idx = {f: i for i, f in enumerate(families)}
     ranks = np.asarray(view.ranks, dtype=np.int64)
     if not ranks.size:
         return np.zeros((0, len(families))), families, ranks
     row_of = np.full(int(ranks.max()) + 1, -1, np.int64)
     row_of[ranks] = np.arange(ranks.size)
-    pair_fam = np.asarray([fam_idx[c.family] for c in view.comms], dtype=np.int64)[view.pair_comm]
+    keep = np.asarray([not c.p2p for c in view.comms], dtype=bool)[view.pair_comm]
+    pair_fam = np.asarray([fam_idx.get(c.family, -1) for c in view.comms], dtype=np.int64)[view.pair_comm][keep]
     counts = np.zeros((ranks.size, len(families)))
     member = np.zeros((ranks.size, len(families)), bool)
-    np.add.at(counts, (row_of[view.pair_rank], pair_fam), view.pair_done)
-    member[row_of[view.pair_rank], pair_fam] = True
+    np.add.at(counts, (row_of[view.pair_rank[keep]], pair_fam), view.pair_done[keep])
+    member[row_of[view.pair_rank[keep]], pair_fam] = True
     for c in view.comms:  # members of a communicator that made no call on it still count, as 0
-        if c.members_known:
+        if c.members_known and not c.p2p:
             rows = row_of[[r for r in c.members if r < row_of.size]]
             member[rows[rows >= 0], fam_idx[c.family]] = True
     counts[~member] = np.nan
@@ -57,7 +58,7 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
     by_size: dict[int, list[tuple[int, list[int]]]] = {}
     for c in view.comms:
         rows = [row_of[r] for r in c.members if r in row_of]
-        if len(rows) >= 3:
+        if len(rows) >= 3 and not c.p2p:
             by_size.setdefault(len(rows), []).append((c.index, rows))
     if len(ranks) >= 3:  # every rank: the reference of last resort (jobs whose groups all have 2 members)
         by_size.setdefault(len(ranks), []).append((ALL_RANKS, list(range(len(ranks)))))
@@ -116,7 +117,7 @@ def _num(v: float) -> int | float:
 
 def _comm_of(view: CollectiveView, rank: int, family: str) -> str:
     ids = sorted(view.comms[int(view.pair_comm[p])].id for p in view.rank_pairs(rank)
-                 if view.comms[int(view.pair_comm[p])].family == family)
+                 if view.comms[int(view.pair_comm[p])].family == family)  # p2p families never get here
     if not ids:
         ids = sorted(c.id for c in view.comms if c.family == family and rank in c.members)
     return ids[0] if ids else family

@@ -164,6 +164,12 @@ class CollectiveView:
         coord = self.labels.get(rank)
         return f"global rank {rank} ({coord})" if coord else f"global rank {rank}"
 
+    @cached_property
+    def aligned(self) -> np.ndarray:
+        """Per communicator: do its members' calls line up by seq? Not so for the p2p channel of a group of
+        more than two ranks (each rank counts its own sends and receives, to and from different peers)."""
+        return np.array([not (c.p2p and len(c.members) != 2) for c in self.comms], dtype=bool)
+
     # --- pairs ----------------------------------------------------------------------------------
     @cached_property
     def _pairs_by_comm(self) -> tuple[np.ndarray, np.ndarray]:
@@ -316,17 +322,20 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     state = np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in st_names] + [UNKNOWN], np.int8)[st_codes]
 
     # Pairs: one per (rank, recorder's group name); a process names each of its communicators uniquely.
+    # p2p calls keep their own counter on a communicator (FR's p2p_seq_id): they are a channel of their own.
     g_codes, g_names = coded["group"]
     n_names = len(g_names) + 1
-    pair_key = rank * n_names + np.where(g_codes < 0, n_names - 1, g_codes)
+    is_p2p = np.array([c in P2P_OPS for c in canon], np.int64)[op_codes]
+    pair_key = (rank * 2 + is_p2p) * n_names + g_codes % n_names
+    del is_p2p
     pair, uniq = pd.factorize(pair_key)
     pair = pair.astype(np.int32) if uniq.size < 1 << 31 else pair
     del pair_key
     n_pairs = int(uniq.size)
     # pd.factorize numbers pairs in order of first appearance: the running maximum steps up at each first row.
     first = np.concatenate([[0], np.flatnonzero(np.diff(np.maximum.accumulate(pair)) > 0) + 1]) if n else pair
-    pair_rank = (uniq // n_names).astype(np.int64)
-    pair_gname = (uniq % n_names).astype(np.int64)
+    pair_rank = (uniq // (2 * n_names)).astype(np.int64)
+    pair_gname = (uniq % (2 * n_names)).astype(np.int64)  # name index, + n_names for the p2p channel
 
     # Members from the pair's first row that lists them (an importer may list them only once per pair).
     listed = np.nonzero(pc.is_valid(t.column("group_ranks")).to_numpy(zero_copy_only=False))[0]
@@ -527,7 +536,7 @@ def _communicators(
             desc_of[k] = descs[p]
         size_of[k] = max(size_of.get(k, 0), int(sizes[p]))
     for k in used:
-        name = names[key_list[k][0]]
+        name = names[key_list[k][0] % len(names)]
         m = member_sets[k]
         known = m is not None
         if m is None:
@@ -535,6 +544,7 @@ def _communicators(
             if size_of.get(k, 0) == world and world > len(m):
                 m, known = tuple(range(world)), True  # a world-sized group: every rank is a member
         specs.append(CommSpec(name=name, desc=desc_of.get(k), members=m, members_known=known,
+                              p2p=key_list[k][0] >= len(names),
                               size=max(size_of.get(k, 0), len(m))))
     pair_comm = np.array([remap[int(k)] for k in final_key.tolist()], dtype=np.int64)
     return specs, pair_comm, world

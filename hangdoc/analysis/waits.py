@@ -93,7 +93,7 @@ def find_lags(view: CollectiveView) -> list[Lag]:
     has = view.pair_front_row >= 0
     maxfront = np.zeros(n_comms, np.int64)
     np.maximum.at(maxfront, view.pair_comm[has], view.pair_front[has])
-    eligible = maxfront > 0
+    eligible = (maxfront > 0) & view.aligned
     for c in view.conflicts:
         if c.at_frontier:
             eligible[c.comm] = False

@@ -140,3 +140,30 @@ def test_mismatch_confined_to_its_own_communicator():
     found = mismatch_pass(_ctx(rows))
     assert [f.group for f in found] == ["a:0"]
     assert found[0].ranks == (1,)
+
+
+def test_p2p_calls_count_apart_from_collectives_on_one_group():
+    """FR numbers a group's send/recv with their own counter: p2p seq 2 is not collective seq 2."""
+    rows = []
+    for r in (0, 1):
+        rows += history(r, "pp", 4, ranks=[0, 1])
+    rows += [call(0, "pp", s, "send", ranks=[0, 1]) for s in (1, 2)]
+    rows += [call(1, "pp", s, "recv", ranks=[0, 1]) for s in (1, 2)]
+    d = diagnose(bundle(rows))
+    assert d.verdict.kind == "no_fault_found"
+    assert sorted(g.group for g in d.groups) == ["pp:0", "pp:0/p2p"]
+    rows.append(call(0, "pp", 3, "send", ranks=[0, 1], state="started"))  # rank 1 never posts the recv
+    d = diagnose(bundle(rows))
+    assert d.verdict.kind == "lagging_rank" and d.verdict.culprit_ranks == (1,)
+    assert d.verdict.group == "pp:0/p2p"
+
+
+def test_p2p_in_a_larger_group_is_not_aligned_by_position():
+    rows = []
+    for r in range(4):
+        rows += history(r, "pp", 3, ranks=[0, 1, 2, 3])
+    rows += [call(0, "pp", 1, "send", ranks=[0, 1, 2, 3]), call(1, "pp", 1, "recv", ranks=[0, 1, 2, 3]),
+             call(1, "pp", 2, "send", ranks=[0, 1, 2, 3], state="started"),
+             call(2, "pp", 1, "send", ranks=[0, 1, 2, 3], dtype="int8")]
+    d = diagnose(bundle(rows))
+    assert d.verdict.kind == "no_fault_found"
