@@ -54,6 +54,7 @@ class Processes:
 
     def __init__(self, table: Callable[[str], pa.Table]) -> None:
         self.by_key: dict[Key, Proc] = {}
+        self._by_pid: dict[int, list[Proc]] = {}  # host-less rows (nvidia-smi, pasted dumps) join by pid alone
         for r in rows(table("processes")):
             if r.get("pid") is None:
                 continue
@@ -113,9 +114,10 @@ class Processes:
                 p.host = host
                 self.by_key[key] = p
         if p is None and host is None:
-            p = next((q for (h, q_pid), q in self.by_key.items() if q_pid == pid), None)
+            p = next(iter(self._by_pid.get(pid, ())), None)
         if p is None:
             p = self.by_key[key] = Proc(host, pid)
+            self._by_pid.setdefault(pid, []).append(p)
         return p
 
     def _apply_log_ranks(self, events: Iterable[dict[str, Any]]) -> None:
@@ -162,7 +164,7 @@ class Processes:
     def find(self, host: str | None, pid: int) -> Proc | None:
         p = self.by_key.get((host, pid))
         if p is None:
-            p = next((q for (h, q_pid), q in self.by_key.items() if q_pid == pid and (host is None or h is None or h == host)), None)
+            p = next((q for q in self._by_pid.get(pid, ()) if host is None or q.host is None or q.host == host), None)
         return p
 
     def all(self) -> list[Proc]:
