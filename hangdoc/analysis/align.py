@@ -53,11 +53,26 @@ def find_conflicts(view: CollectiveView) -> list[Conflict]:
         ref_numel[comm] = view.numel[rows]
         bad = (view.sig[rows] != ref_sig[comm]) | (view.numel[rows] != ref_numel[comm])
         frontier_comms = {c for c in np.unique(comm[bad]).tolist() if view.aligned[c]}
+    # Members with nothing in flight still vote with what they posted where the others are stuck (the same
+    # seq), e.g. gloo retires a call that timed out: that rank's call there is still evidence.
+    fronts: dict[int, list[int]] = {}
+    at_pos: dict[int, int] = {}  # comm -> position where most of its in-flight calls are
     for c in sorted(frontier_comms):
         pairs = view.comm_pairs(c)
-        rows = [int(view.pair_front_row[p]) for p in pairs.tolist() if view.pair_front_row[p] >= 0]
-        rows.sort(key=lambda r: int(view.rank[r]))
-        out.append(_conflict(view, c, rows, at_frontier=True))
+        fronts[c] = sorted((int(view.pair_front_row[p]) for p in pairs.tolist() if view.pair_front_row[p] >= 0),
+                           key=lambda r: int(view.rank[r]))
+        seq = Counter(int(view.seq[r]) for r in fronts[c]).most_common(1)[0][0]
+        at_pos[c] = int(view.pos[next(r for r in fronts[c] if view.seq[r] == seq)])
+    others: dict[int, list[int]] = {}
+    if at_pos:
+        for r in np.nonzero(np.isin(view.pos, list(at_pos.values())))[0].tolist():
+            others.setdefault(int(view.pair_comm[view.pair[r]]), []).append(r)
+    for c in sorted(frontier_comms):
+        in_flight = {int(view.rank[r]) for r in fronts[c]}
+        extra = [r for r in _one_per_rank(view, np.asarray(others.get(c, []), dtype=np.int64))
+                 if int(view.rank[r]) not in in_flight]
+        rows = sorted(fronts[c] + extra, key=lambda r: int(view.rank[r]))
+        out.append(_conflict(view, c, rows, at_frontier=True, in_flight=in_flight))
     history = [c for c in np.nonzero(view.comm_bad)[0].tolist() if c not in frontier_comms and view.aligned[c]]
     if history:
         targets = view.comm_first_bad_pos[history]
@@ -72,7 +87,8 @@ def find_conflicts(view: CollectiveView) -> list[Conflict]:
     return out
 
 
-def _conflict(view: CollectiveView, comm: int, rows: list[int], at_frontier: bool) -> Conflict:
+def _conflict(view: CollectiveView, comm: int, rows: list[int], at_frontier: bool,
+              in_flight: set[int] | None = None) -> Conflict:
     majority, culprits, tie = _vote(view, rows)
     seqs = Counter(int(view.seq[r]) for r in (majority or rows))
     seq = min(seqs) if tie else seqs.most_common(1)[0][0]
@@ -87,6 +103,7 @@ def _conflict(view: CollectiveView, comm: int, rows: list[int], at_frontier: boo
         rows=tuple(rows),
         history_first_seq=first or None,
         history_positions=int(view.comm_bad[comm]),
+        in_flight=tuple(sorted(in_flight or ())),
     )
 
 
@@ -129,7 +146,9 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
                 f"call counts on {where} differ: {ranks_text(c.culprits)} at call {', '.join(str(s) for s in sorted(cseqs))}, "
                 f"{ranks_text(c.majority)} at call {c.seq} ({plural(gap, 'call')} apart)"
             )
-        idle = [int(view.pair_rank[p]) for p in view.comm_pairs(c.comm).tolist() if view.pair_front_row[p] < 0]
+        voters = set(by_rank)
+        idle = [int(view.pair_rank[p]) for p in view.comm_pairs(c.comm).tolist()
+                if view.pair_front_row[p] < 0 and int(view.pair_rank[p]) not in voters]
         for r in sorted(idle)[:8]:
             p = view.pair_of(c.comm, r)
             last = view.call(int(view.pair_last_row[p])) if p is not None else None
@@ -138,7 +157,7 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
     if c.history_positions:
         evidence.append(
             f"members' histories on {where} first differ at seq {c.history_first_seq} "
-            f"({plural(c.history_positions, 'position')} differ)"
+            f"({plural(c.history_positions, 'position')} {'differs' if c.history_positions == 1 else 'differ'})"
         )
     count = c.history_positions + (1 if c.at_frontier else 0)
 
@@ -151,7 +170,7 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
         )
         op = " / ".join(call.label() for _, call in sides)
         expected = None
-        waiting = tuple(sorted(int(view.rank[r]) for r in c.rows))
+        waiting = tuple(sorted(int(view.rank[r]) for r in c.rows if not c.at_frontier or view.rank[r] in c.in_flight))
     else:
         major = sides[0][1]
         culprit_labels = list(dict.fromkeys(short_label(x, show_dtype) for x in culprit_calls))
@@ -175,7 +194,7 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
             )
         op = " / ".join(dict.fromkeys(x.label() for x in culprit_calls))
         expected = major.label()
-        waiting = c.majority
+        waiting = tuple(r for r in c.majority if not c.at_frontier or r in c.in_flight)
     return Finding(
         kind=COLLECTIVE_MISMATCH,
         ranks=c.culprits,

@@ -105,9 +105,12 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
                          f"or through another rank, on {who}")
 
     reason: list[str] = []
-    if root == 3:
+    if root == 3 and waiting_on:
         reason.append(f"{ranks_text(culprits)} {'is' if len(culprits) == 1 else 'are'} the root of the wait-for "
-                      f"graph ({plural(len(waiting_on), 'stuck rank')} wait on {'it' if len(culprits) == 1 else 'them'})")
+                      f"graph ({plural(len(waiting_on), 'stuck rank')} {'waits' if len(waiting_on) == 1 else 'wait'} on "
+                      f"{'it' if len(culprits) == 1 else 'them'})")
+    elif root == 3:
+        reason.append(f"{ranks_text(culprits)} {'is' if len(culprits) == 1 else 'are'} a root of the wait-for graph")
     elif root > 0:
         reason.append(f"{ranks_text(culprits)} {'is' if len(culprits) == 1 else 'are'} part of a root of the "
                       f"wait-for graph")

@@ -102,6 +102,7 @@ class Conflict:
     rows: tuple[int, ...]  # one row per voter (view row indices)
     history_first_seq: int | None  # first position whose members disagree, if any
     history_positions: int  # how many positions disagree
+    in_flight: tuple[int, ...] = ()  # voters stuck in their call (frontier conflicts); the others completed it
 
 
 @dataclass

@@ -136,14 +136,16 @@ def build_wait_graph(view: CollectiveView) -> WaitGraph:
     for c in view.conflicts:
         if not c.at_frontier:
             continue
+        stuck = set(c.in_flight)
         if c.tie:
             key = {int(view.rank[r]): (int(view.sig[r]), int(view.numel[r])) for r in c.rows}
             for a in key:
                 for b in key:
-                    if key[a] != key[b]:
+                    if key[a] != key[b] and a in stuck:
                         waits.append(Wait(a, b, c.comm, c.seq or 0, TIE))
         else:
-            waits.extend(Wait(m, x, c.comm, c.seq or 0, MISMATCH) for m in c.majority for x in c.culprits)
+            waits.extend(Wait(m, x, c.comm, c.seq or 0, MISMATCH) for m in c.majority if m in stuck
+                         for x in c.culprits)
     g = WaitGraph(waits=waits, lags=lags)
     for w in waits:
         if w.waiter != w.target:

@@ -167,3 +167,17 @@ def test_p2p_in_a_larger_group_is_not_aligned_by_position():
              call(2, "pp", 1, "send", ranks=[0, 1, 2, 3], dtype="int8")]
     d = diagnose(bundle(rows))
     assert d.verdict.kind == "no_fault_found"
+
+
+def test_members_that_completed_the_position_still_vote():
+    """gloo retires a call that timed out: ranks 2, 3 'completed' all_reduce at seq 7 while ranks 0 and 1 are
+    still in theirs. Only 0 and 1 are in flight (1 against 1), but 2 and 3 posted all_reduce there too."""
+    rows = []
+    for r in WORLD:
+        rows += history(r, "0", 6, ranks=WORLD)
+        op = "all_gather" if r == 0 else "all_reduce"
+        rows.append(call(r, "0", 7, op, ranks=WORLD, state="completed" if r >= 2 else "issued"))
+    (f,) = mismatch_pass(_ctx(rows))
+    assert f.ranks == (0,) and not f.details["tie"]
+    assert f.waiting_ranks == (1,)  # 2 and 3 are not waiting any more
+    assert {c.rank for c in f.calls} == {0, 1, 2, 3}
