@@ -69,3 +69,52 @@ def test_vllm_group_coordinator_calls_are_recorded(tmp_path: Path) -> None:
     coordinator = next(r for r in recorded if r["group"] == "tp:0")
     assert coordinator["group_desc"] == "tp:0" and coordinator["group_ranks"] == [0, 1]
     assert "GroupCoordinator" in coordinator["call_site"]
+
+
+MODEL = textwrap.dedent("""
+    import sys
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i + 3 for i in range(509)}}
+    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
+                            eos_token="</s>").save_pretrained(sys.argv[1])
+    LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
+                                 num_attention_heads=4, num_key_value_heads=2,
+                                 max_position_embeddings=256)).save_pretrained(sys.argv[1])
+""")
+
+GENERATE = textwrap.dedent("""
+    import sys
+    from vllm import LLM, SamplingParams
+
+    if __name__ == "__main__":
+        llm = LLM(model=sys.argv[1], tensor_parallel_size=2, enforce_eager=True, dtype="float32",
+                  max_model_len=128, max_num_seqs=4, max_num_batched_tokens=128)
+        for out in llm.generate(["w1 w2 w3", "w4 w5"], SamplingParams(max_tokens=4, temperature=0)):
+            print("OUT", out.outputs[0].token_ids, flush=True)
+""")
+
+
+@pytest.mark.skipif(VLLM_PYTHON is None, reason="vLLM is not importable (set HANGDOC_VLLM_PYTHON to a Python with vLLM)")
+def test_vllm_tp2_generation_on_a_tiny_local_model(tmp_path: Path) -> None:
+    """`hangdoc run -- <vLLM offline generation, TP=2>` on a randomly initialised 2-layer Llama built here:
+    both workers' tensor-parallel all-reduces (through vLLM's CPU shared-memory path, invisible to torch)
+    are recorded on tp:0 in the same order."""
+    (tmp_path / "model.py").write_text(MODEL)
+    (tmp_path / "gen.py").write_text(GENERATE)
+    made = subprocess.run([VLLM_PYTHON, "model.py", str(tmp_path / "tiny")], cwd=tmp_path, env=env(),
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
+    assert made.returncode == 0, made.stderr[-3000:]
+    trace_dir = tmp_path / "trace"
+    proc = subprocess.run([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", VLLM_PYTHON, "gen.py",
+                           str(tmp_path / "tiny")], cwd=tmp_path, capture_output=True, text=True, timeout=570,
+                          env=env(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind"))
+    assert proc.stdout.count("OUT") == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
+    tp = [r for r in rows(trace_dir) if r["group"] == "tp:0"]
+    per_rank = {rank: [(r["seq"], r["op"], r["in_shapes"]) for r in tp if r["rank"] == rank] for rank in (0, 1)}
+    assert per_rank[0] == per_rank[1] and len(per_rank[0]) >= 10
+    assert {op for _, op, _ in per_rank[0]} >= {"all_reduce"}
+    assert [seq for seq, _, _ in per_rank[0]] == list(range(1, len(per_rank[0]) + 1))
