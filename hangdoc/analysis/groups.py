@@ -198,6 +198,8 @@ def rank_labels(comms: Iterable[Comm]) -> dict[int, str]:
             by_family.setdefault(c.family, []).append(c)
     coords: list[tuple[int, str, dict[int, int]]] = []
     for fam, cs in by_family.items():
+        if len(cs) == 1 and fam not in _PARALLEL:
+            continue  # one group of its kind (a CPU twin of the world, say) is no coordinate
         where: dict[int, int] = {}
         ok = True
         stride = 1 << 62

@@ -248,41 +248,45 @@ def wait_edges(view: CollectiveView | None) -> tuple[WaitEdge, ...]:
 
 
 def alignment_windows(view: CollectiveView | None, verdict: Verdict, before: int = 4, after: int = 1,
-                      limit: int = 6) -> tuple[AlignmentWindow, ...]:
-    """Each member's calls around where its communicator diverged or stopped, the verdict's communicator first."""
+                      limit: int = 6, members: int = 32) -> tuple[AlignmentWindow, ...]:
+    """Each member's calls around where its communicator diverged or stopped, the verdict's communicator first.
+    A member's window ends at its own call in flight (seq numbers may have drifted apart), else at the
+    position its peers are stuck in. Large communicators show the ranks at fault and the first others."""
     if view is None:
         return ()
     anchors: dict[int, int] = {}  # comm -> seq
+    named: dict[int, set[int]] = {}  # comm -> ranks at fault there
     for c in view.conflicts:
         anchors.setdefault(c.comm, c.seq or 0)
+        named.setdefault(c.comm, set()).update(c.culprits)
     for lag in view.waits.lags:
         anchors.setdefault(lag.comm, lag.seq)
+        named.setdefault(lag.comm, set()).add(lag.rank)
     order = sorted(anchors, key=lambda c: (view.comms[c].id != verdict.group, _id_key(view.comms[c].id)))[:limit]
-    out = []
-    row_comm = None
+    if not order:
+        return ()
+    pair_anchor = np.full(view.pair_comm.size, -(1 << 40), np.int64)
+    shown: dict[int, tuple[int, ...]] = {}
     for c in order:
-        if row_comm is None:
-            row_comm = view.pair_comm[view.pair]
-        comm = view.comms[c]
         seq = anchors[c]
-        pairs = view.comm_pairs(c)
-        hi_of = {}
-        for p in pairs.tolist():
-            r = int(view.pair_rank[p])
-            own = int(view.pair_front[p]) if view.pair_front_row[p] >= 0 else min(seq, int(view.pair_maxseq[p]) + 1)
-            hi_of[r] = own
-        rows = np.nonzero(row_comm == c)[0]
-        keep = []
-        if rows.size:
-            ranks = view.rank[rows]
-            lookup = np.full(int(ranks.max()) + 1, seq, np.int64)
-            for r, a in hi_of.items():
-                if r < lookup.size:
-                    lookup[r] = a
-            anchor = lookup[ranks]
-            s = view.seq[rows]
-            keep = rows[(s >= anchor - before) & (s <= anchor + after)].tolist()
-        calls = sorted(view.calls(keep), key=lambda x: (x.rank, x.seq or 0))
-        members = tuple(sorted(set(comm.members) | set(hi_of)))
-        out.append(AlignmentWindow(group=comm.id, seq=seq, ranks=members, calls=tuple(calls)))
+        comm = view.comms[c]
+        ranks = sorted(set(comm.members) | set(view.pair_rank[view.comm_pairs(c)].tolist()))
+        if len(ranks) > members:
+            keep = sorted(named.get(c, set()))
+            ranks = sorted(set(keep) | set([r for r in ranks if r not in keep][: members - len(keep)]))
+        shown[c] = tuple(ranks)
+        allowed = set(ranks)
+        for p in view.comm_pairs(c).tolist():
+            if int(view.pair_rank[p]) in allowed:
+                own = view.pair_front[p] if view.pair_front_row[p] >= 0 else min(seq, view.pair_maxseq[p] + 1)
+                pair_anchor[p] = int(own)
+    anchor = pair_anchor[view.pair]
+    rows = np.nonzero((view.seq >= anchor - before) & (view.seq <= anchor + after))[0]
+    by_comm: dict[int, list[int]] = {}
+    for r, c in zip(rows.tolist(), view.pair_comm[view.pair[rows]].tolist()):
+        by_comm.setdefault(c, []).append(r)
+    out = []
+    for c in order:
+        calls = sorted(view.calls(by_comm.get(c, [])), key=lambda x: (x.rank, x.seq or 0))
+        out.append(AlignmentWindow(group=view.comms[c].id, seq=anchors[c], ranks=shown[c], calls=tuple(calls)))
     return tuple(out)

@@ -7,6 +7,7 @@ members that deviate at all.
 """
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -67,17 +68,15 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
     for size, items in by_size.items():
         m = np.asarray([rows for _, rows in items], dtype=np.int64)  # comms x size
         x = counts[m]  # comms x size x families
-        with np.errstate(all="ignore"):
-            med = np.nanmedian(x, axis=1)
-            agree = np.mean(x == med[:, None, :], axis=1)
+        med = _nanmedian(x, axis=1)
+        agree = np.mean(x == med[:, None, :], axis=1)
         ci, mi = np.nonzero((np.abs(x - med[:, None, :]) >= 0.5).any(axis=2))
         for a, b in zip(ci.tolist()[:20000], mi.tolist()[:20000]):
             rows = items[a][1]
             peers = rows[:b] + rows[b + 1:]
             if size <= EXACT_UP_TO:  # small groups: the peers' own median, without the rank itself
-                with np.errstate(all="ignore"):
-                    pm = np.nanmedian(counts[peers], axis=0)
-                    candidates.append((rows[b], items[a][0], pm, np.mean(counts[rows] == pm, axis=0), peers))
+                pm = _nanmedian(counts[peers], axis=0)
+                candidates.append((rows[b], items[a][0], pm, np.mean(counts[rows] == pm, axis=0), peers))
             else:  # large groups: one member barely moves the median
                 candidates.append((rows[b], items[a][0], med[a], agree[a], peers))
     best: dict[int, tuple] = {}
@@ -109,6 +108,13 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
         if prev is None or pref > prev[4]:
             best[rank] = (rank, comm, swap, numbers, pref)
     return [best[r][:4] for r in sorted(best)]
+
+
+def _nanmedian(x: np.ndarray, axis: int) -> np.ndarray:
+    """Median ignoring NaN (families a rank is not in); NaN where a whole slice is NaN, quietly."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmedian(x, axis=axis)
 
 
 def _num(v: float) -> int | float:

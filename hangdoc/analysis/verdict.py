@@ -134,6 +134,10 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         reason.append("the members split evenly, so no side can be named the culprit")
 
     roots = graph.roots() if graph is not None else []
+    elsewhere = [r for r in roots if not (r & culprits)]
+    if elsewhere:
+        reason.append(f"the wait-for graph has {plural(len(elsewhere), 'other independent root')} "
+                      f"({'; '.join(ranks_text(r) for r in elsewhere[:4])}): see the other findings")
     if tie or primary.role == "symptom":
         confidence = "low"
     elif root == 3 and len(roots) == 1:

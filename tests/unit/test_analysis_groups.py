@@ -113,3 +113,10 @@ def test_dictionary_encoded_columns_give_the_same_view():
     assert (a.sig == b.sig).all() and (a.pair == b.pair).all() and (a.done == b.done).all()
     assert [c.id for c in a.comms] == [c.id for c in b.comms]
     assert [c.culprits for c in a.conflicts] == [c.culprits for c in b.conflicts] == [(0,)]
+
+
+def test_a_lone_group_of_an_unknown_kind_is_no_coordinate():
+    labels = rank_labels(build_comms([_spec("cpu", [0, 1]), _spec("0", [0, 1], desc="default_pg")], world_size=2))
+    assert labels == {}
+    labels = rank_labels(build_comms([_spec("tp", [0, 1])], world_size=2))
+    assert labels == {0: "TP rank 0", 1: "TP rank 1"}

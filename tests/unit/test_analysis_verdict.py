@@ -1,7 +1,7 @@
 """Verdict selection is generic: later passes' kinds compete by role, wait-for root-ness and kind priority."""
 from __future__ import annotations
 
-from collrows import bundle, history, seed001_rows
+from collrows import bundle, call, history, seed001_rows
 from hangdoc.analysis import pipeline
 from hangdoc.analysis.model import (
     COLLECTIVE_MISMATCH,
@@ -99,3 +99,18 @@ def test_everyone_in_the_same_call_points_below_the_collective_layer():
     assert d.verdict.kind == NO_FAULT_FOUND
     assert "4 ranks are in calls their peers also posted" in d.verdict.summary
     assert "below the collective layer" in d.verdict.summary
+
+
+def test_two_independent_faults_are_both_kept_and_the_verdict_says_so():
+    rows = []
+    for g, members in (("a", [0, 1, 2]), ("b", [3, 4, 5])):
+        for r in members:
+            rows += history(r, g, 4, ranks=members)
+            odd = (g == "a" and r == 1) or (g == "b" and r == 5)
+            rows.append(call(r, g, 5, "broadcast" if odd else "all_reduce", ranks=members, state="started"))
+    d = diagnose(bundle(rows))
+    mismatches = [f for f in d.findings if f.kind == COLLECTIVE_MISMATCH]
+    assert sorted(f.ranks for f in mismatches) == [(1,), (5,)]
+    assert d.verdict.culprit_ranks in ((1,), (5,))
+    assert d.verdict.confidence == "medium"
+    assert "1 other independent root" in d.verdict.reason
