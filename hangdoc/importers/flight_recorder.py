@@ -172,11 +172,17 @@ _FIELDS = (
 def _transpose(entries: list[dict]) -> dict[str, tuple]:
     """Entries (dicts) -> one tuple per field, in one C-level pass when every entry has the same keys."""
     first = entries[0]
-    keys = [k for k in _FIELDS if k in first] + ["profiling_name", "record_id"]  # >= 2 keys for itemgetter
+    keys = [k for k in _FIELDS if k in first and not (k == "pg_id" and "process_group" in first)]
+    keys += ["profiling_name", "record_id"]  # >= 2 keys for itemgetter
     try:
         return dict(zip(keys, zip(*map(itemgetter(*keys), entries))))
     except KeyError:  # ragged entries
-        return {k: tuple(e.get(k) for e in entries) for k in keys}
+        pass
+    except TypeError:  # an entry that is not a dict
+        raise _BadDump("entries is not a list of dicts") from None
+    if not all(isinstance(e, dict) for e in entries):
+        raise _BadDump("entries is not a list of dicts")
+    return {k: tuple(e.get(k) for e in entries) for k in keys}
 
 
 # Library frames: torch itself, installed packages (decorators such as typing_extensions'), the stdlib.
@@ -216,7 +222,7 @@ def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None
     Layout differences are settled here, per key; per-row values go through small dictionaries over
     the few distinct names, states and dtypes a file holds."""
     entries = dump.get("entries") or []  # JSON dumps leave "entries" out when the buffer is empty
-    if not isinstance(entries, list) or not all(isinstance(e, dict) for e in entries):
+    if not isinstance(entries, list) or not isinstance(entries[0] if entries else {}, dict):
         raise _BadDump("entries is not a list of dicts")
     if not entries:
         return _PART.empty_table(), [], set()
@@ -257,45 +263,63 @@ def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None
     if _has_coalesced(names, cseq, cols["pname"], cols["is_p2p"]):
         cols = fold_coalesced(cols)
     table, keys = _derive(cols, rank)
-    return table, keys, {_bare_op(p)[0] for p in set(cols["pname"])}
+    return table, keys, {_bare_op(p)[0] for p in set(cols["pname"])}  # set() first: few distinct names
 
 
 def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, str | None]]]:
-    """Raw FR columns of one file -> a _PART table (our op, seq, state, dtype, numels, time, peer)."""
+    """Raw FR columns of one file -> a _PART table (our op, seq, state, dtype, numels, time, peer).
+
+    Per-row work goes through dictionaries over the few distinct values a file holds, with map() where
+    it can (a file of 1000 entries should cost well under a millisecond here)."""
     n = len(cols["pname"])
-    info = {p: _op_info(p) for p in set(cols["pname"])}  # -> (op, is gloo, group-local peer)
-    pinfo = [info[p] for p in cols["pname"]]
-    ops = [i[0] for i in pinfo]
-    p2p = [o in P2P_OPS if f is None else bool(f) for f, o in zip(cols["is_p2p"], ops)]  # no is_p2p before "2.2"
-    seq = [ps if f else cs for cs, ps, f in zip(cols["cseq"], cols["pseq"], p2p)]
-    states = [_STATES.get((s, r is True, i[1]), "unknown") for s, r, i in zip(cols["state"], cols["retired"], pinfo)]
+    pnames = cols["pname"]
+    info = {p: _op_info(p) for p in set(pnames)}  # -> (op, is gloo, group-local peer)
+    ops = list(map({p: i[0] for p, i in info.items()}.__getitem__, pnames))
+    any_p2p = any(i[0] in P2P_OPS for i in info.values())
+    flags = cols["is_p2p"]
+    if None not in flags:
+        p2p = flags
+    else:  # no is_p2p before "2.2": from the name
+        p2p = [o in P2P_OPS if f is None else bool(f) for f, o in zip(flags, ops)]
+    seq = [ps if f else cs for cs, ps, f in zip(cols["cseq"], cols["pseq"], p2p)] if any(p2p) else cols["cseq"]
+    if any(i[1] for i in info.values()):  # gloo: completion from `retired`
+        gloo = list(map({p: i[1] for p, i in info.items()}.__getitem__, pnames))
+        states = [_STATES.get((s, r is True, g), "unknown") for s, r, g in zip(cols["state"], cols["retired"], gloo)]
+    else:
+        states = [_STATES.get((s, False, False), "unknown") for s in cols["state"]]
     dt = _DtypeNames()
-    dtypes = [dt[i[0]] if i else (dt[o[0]] if o else None) for i, o in zip(cols["in_dtypes"], cols["out_dtypes"])]
-    keys: dict[tuple[str, Any], int] = {}
-    pg_key = [keys.setdefault(k, len(keys)) for k in zip(cols["pg_name"], cols["pg_desc"])]
+    first_in = [i[0] if i else None for i in cols["in_dtypes"]]
+    dtypes = list(map(dt.__getitem__, first_in))
+    if None in first_in:  # no input tensors (recv, barrier): the output's dtype
+        dtypes = [d if d is not None else (dt[o[0]] if o else None) for d, o in zip(dtypes, cols["out_dtypes"])]
+    pairs = list(zip(cols["pg_name"], cols["pg_desc"]))
+    index = {k: i for i, k in enumerate(dict.fromkeys(pairs))}
     frames = cols["frames"]
     table = pa.Table.from_pydict(
         {
-            "rank": [rank] * n,
-            "pg_key": pg_key,
+            "rank": pa.repeat(pa.scalar(rank, pa.int64()), n),
+            "pg_key": list(map(index.__getitem__, pairs)),
             "seq": seq,
             "op": ops,
             "dtype": dtypes,
             "in_shapes": cols["in_shapes"],
             "out_shapes": cols["out_shapes"],
-            "in_numel": [None] * n,
-            "out_numel": [None] * n,
-            "peer_local": [i[2] for i in pinfo],
-            "t_issue": [t * 1e-9 if t else None for t in cols["created_ns"]],
+            "in_numel": pa.nulls(n, pa.int64()),
+            "out_numel": pa.nulls(n, pa.int64()),
+            "peer_local": [info[p][2] for p in pnames] if any_p2p else pa.nulls(n, pa.int64()),
+            "t_issue": pa.nulls(n, pa.float64()),
             "state": states,
             "record_id": cols["record_id"],
-            "call_site": _call_sites(frames) if any(f is not None for f in frames) else [None] * n,
+            "call_site": _call_sites(frames) if any(f is not None for f in frames) else pa.nulls(n, pa.string()),
         },
         schema=_PART,
     )
+    created = pa.array(cols["created_ns"], pa.int64())
+    t_issue = pc.if_else(pc.greater(created, 0), pc.multiply(pc.cast(created, pa.float64(), safe=False), 1e-9), None)
     table = table.set_column(7, "in_numel", numel(table.column("in_shapes").combine_chunks()))
     table = table.set_column(8, "out_numel", numel(table.column("out_shapes").combine_chunks()))
-    return table, [(name, None if desc is None else str(desc)) for name, desc in keys]
+    table = table.set_column(10, "t_issue", t_issue)
+    return table, [(name, None if desc is None else str(desc)) for name, desc in index]
 
 
 # (FR state, retired, recorded by gloo) -> our state. gloo never updates `state` (it has no device
@@ -350,9 +374,12 @@ def _bare_op(pname: Any) -> tuple[str, str, str]:
 
 def _has_coalesced(names: list, cseq: tuple, pnames: tuple, is_p2p: tuple) -> bool:
     """Cheap check: any "coalesced" entry, or two collective entries of one group with one seq."""
-    if any("coalesced" in str(p) for p in set(pnames)):
+    distinct = set(pnames)
+    if any("coalesced" in str(p) for p in distinct):
         return True
-    p2p_names = {p for p in set(pnames) if _op_info(p)[0] in P2P_OPS}
+    p2p_names = {p for p in distinct if _op_info(p)[0] in P2P_OPS}
+    if not p2p_names and not any(is_p2p):  # the common case, at C speed
+        return len(set(zip(names, cseq))) < len(names)
     keys = [(g, s) for g, s, p, f in zip(names, cseq, pnames, is_p2p) if not (f or p in p2p_names)]
     return len(set(keys)) < len(keys)
 
@@ -616,13 +643,29 @@ def resolve_groups(
 # ----------------------------------------------------------------------------------------------------
 # assembly
 # ----------------------------------------------------------------------------------------------------
-def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], ranks_on_every_row: bool) -> pa.Table:
+@dataclass
+class _GroupColumns:
+    """Per-group values as Arrow arrays, built once and taken per file."""
+
+    id: pa.Array
+    desc: pa.Array
+    size: pa.Array
+
+    @classmethod
+    def of(cls, groups: list[_Group]) -> "_GroupColumns":
+        return cls(
+            pa.array([g.id for g in groups], pa.string()),
+            pa.array([g.desc for g in groups], pa.string()),
+            pa.array([g.size for g in groups], pa.int64()),
+        )
+
+
+def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _GroupColumns, ranks_on_every_row: bool) -> pa.Table:
     """One file's rows in the collectives schema: its own columns plus the group columns of its pairs."""
     t = p.table
     n = t.num_rows
     key = t.column("pg_key").to_numpy()
-    g_of_key = np.array(pair_group, np.int32)
-    gi = pa.array(g_of_key[key])
+    gi = pa.array(np.array(pair_group, np.int32)[key])
     ranks_of_key = [groups[g].ranks for g in pair_group]
     rank_in = [r.index(p.rank) if p.rank in r else None for r in ranks_of_key]
     if ranks_on_every_row:
@@ -646,10 +689,10 @@ def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], ranks_on
         "host": pa.nulls(n, pa.string()),
         "rank": t.column("rank"),
         "pid": pa.nulls(n, pa.int64()),
-        "group": pa.array([g.id for g in groups], pa.string()).take(gi),
-        "group_desc": pa.array([g.desc for g in groups], pa.string()).take(gi),
+        "group": gcols.id.take(gi),
+        "group_desc": gcols.desc.take(gi),
         "group_ranks": group_ranks,
-        "group_size": pa.array([g.size for g in groups], pa.int64()).take(gi),
+        "group_size": gcols.size.take(gi),
         "rank_in_group": pa.array(rank_in, pa.int64()).take(pa.array(key)),
         "seq": t.column("seq"),
         "op": t.column("op"),
@@ -684,8 +727,9 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
             f"repeating it would take {total} list elements"
         )
     parts, at = [], 0
+    gcols = _GroupColumns.of(groups)
     for p in parsed:
-        parts.append(_file_rows(p, pair_group[at : at + len(p.pg_keys)], groups, every_row))
+        parts.append(_file_rows(p, pair_group[at : at + len(p.pg_keys)], groups, gcols, every_row))
         at += len(p.pg_keys)
     return pa.concat_tables(parts), groups
 
