@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 def _vote(view: CollectiveView, rows: list[int]) -> tuple[list[int], list[int], bool]:
     """(majority rows, culprit rows, tie). A unique plurality wins; an even top is a tie (all are culprits)."""
-    keys = [(int(view.sig[r]), int(view.numel[r])) for r in rows]
+    keys = [int(view.sig[r]) for r in rows]
     counts = Counter(keys).most_common()
     if len(counts) > 1 and counts[0][1] == counts[1][1]:
         return [], list(rows), True
@@ -48,10 +48,8 @@ def find_conflicts(view: CollectiveView) -> list[Conflict]:
         comm = view.pair_comm[fp]
         n_comms = len(view.comms)
         ref_sig = np.zeros(n_comms, np.int64)
-        ref_numel = np.zeros(n_comms, np.int64)
         ref_sig[comm] = view.sig[rows]
-        ref_numel[comm] = view.numel[rows]
-        bad = (view.sig[rows] != ref_sig[comm]) | (view.numel[rows] != ref_numel[comm])
+        bad = view.sig[rows] != ref_sig[comm]
         frontier_comms = {c for c in np.unique(comm[bad]).tolist() if view.aligned[c]}
     # Members with nothing in flight still vote with what they posted where the others are stuck (the same
     # seq), e.g. gloo retires a call that timed out: that rank's call there is still evidence.
@@ -109,9 +107,9 @@ def _conflict(view: CollectiveView, comm: int, rows: list[int], at_frontier: boo
 
 def _sides(view: CollectiveView, rows: tuple[int, ...]) -> list[tuple[list[int], OpCall]]:
     """Voters grouped by the call they posted, largest side first."""
-    sides: dict[tuple[int, int], list[int]] = {}
+    sides: dict[int, list[int]] = {}
     for r in rows:
-        sides.setdefault((int(view.sig[r]), int(view.numel[r])), []).append(r)
+        sides.setdefault(int(view.sig[r]), []).append(r)
     ordered = sorted(sides.values(), key=lambda rs: (-len(rs), int(view.rank[rs[0]])))
     return [([int(view.rank[r]) for r in rs], view.call(rs[0])) for rs in ordered]
 

@@ -31,6 +31,8 @@ P2P_OPS = frozenset({"send", "recv"})
 ISSUED, STARTED, COMPLETED, UNKNOWN = 0, 1, 2, 3
 _STATE_CODE = {"issued": ISSUED, "started": STARTED, "completed": COMPLETED, "unknown": UNKNOWN}
 _NONE = np.iinfo(np.int64).max
+_NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
+_NUMEL_MASK = (1 << _NUMEL_BITS) - 1
 
 
 def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
@@ -111,12 +113,11 @@ class CollectiveView:
     (communicator, rank) 'pairs'. Built by `build`; passes read it, never mutate it."""
 
     table: pa.Table
-    row_ids: np.ndarray  # view row -> table row
+    row_ids: np.ndarray | None  # view row -> table row (None: the same)
     rank: np.ndarray
     seq: np.ndarray
     pair: np.ndarray  # view row -> pair
-    sig: np.ndarray  # op/reduce-op/dtype code
-    numel: np.ndarray  # the element count that must agree, or -1
+    sig: np.ndarray  # what must match between members: op class, reduce op, dtype, compared element count
     state: np.ndarray
     done: np.ndarray  # bool: the call is known (or inferred) to have completed
     pos: np.ndarray  # view row -> dense (communicator, seq) position
@@ -201,7 +202,7 @@ class CollectiveView:
 
     def times(self, rows: Sequence[int]) -> np.ndarray:
         """t_issue of view rows (NaN where unknown)."""
-        col = take(self.table.column("t_issue"), self.row_ids[np.asarray(rows, dtype=np.int64)])
+        col = take(self.table.column("t_issue"), self.table_rows(rows))
         return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False).astype(float)
 
     def frontiers_of(self, rank: int) -> list[int]:
@@ -212,13 +213,17 @@ class CollectiveView:
         when = np.nan_to_num(self.times([int(self.pair_front_row[p]) for p in ps]), nan=np.inf)
         return [p for _, _, p in sorted(zip(when.tolist(), (self.comms[int(self.pair_comm[p])].id for p in ps), ps))]
 
+    def table_rows(self, rows: Sequence[int]) -> np.ndarray:
+        rows = np.asarray(rows, dtype=np.int64)
+        return rows if self.row_ids is None else self.row_ids[rows]
+
     # --- calls as objects -----------------------------------------------------------------------
     def calls(self, rows: Iterable[int]) -> list[OpCall]:
         """OpCalls for view rows (cached; only ever asked for the few rows a finding quotes)."""
         rows = [int(r) for r in rows]
         need = sorted({r for r in rows if r not in self._calls})
         if need:
-            ids = self.row_ids[need]
+            ids = self.table_rows(need)
             cols = {name: take(self.table.column(name), ids).to_pylist() for name in (
                 "rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "out_shapes", "in_numel", "out_numel", "state"
             )}
@@ -246,7 +251,7 @@ class CollectiveView:
 
     def same_call(self, a: int, b: int) -> bool:
         """Do two rows post calls that can match (same op, reduce op, dtype and the size that must agree)?"""
-        return bool(self.sig[a] == self.sig[b] and self.numel[a] == self.numel[b])
+        return bool(self.sig[a] == self.sig[b])
 
     # --- shared results of the collective passes (computed on first use) --------------------------
     @cached_property
@@ -264,15 +269,18 @@ class CollectiveView:
 
 def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     """Vectorised precomputation over the whole collectives table."""
-    rank_all = _ints(table.column("rank"))
-    seq_all = _ints(table.column("seq"))
-    keep = (rank_all >= 0) & (seq_all >= 0)
-    dropped = int(keep.size - keep.sum())
-    row_ids = np.nonzero(keep)[0] if dropped else np.arange(keep.size)
-    t = table.filter(pa.array(keep)) if dropped else table
-    n = int(row_ids.size)
-    rank = rank_all[row_ids] if dropped else rank_all
-    seq = seq_all[row_ids] if dropped else seq_all
+    rank = _ints(table.column("rank"))
+    seq = _ints(table.column("seq"))
+    row_ids = None  # view row == table row unless rows had to be dropped
+    t = table
+    dropped = 0
+    if rank.size and (rank.min() < 0 or seq.min() < 0):  # no rank or seq: nothing to align them by
+        keep = (rank >= 0) & (seq >= 0)
+        dropped = int(keep.size - keep.sum())
+        row_ids = np.nonzero(keep)[0]
+        t = table.filter(pa.array(keep))
+        rank, seq = rank[row_ids], seq[row_ids]
+    n = int(rank.size)
 
     # Dictionary-encode the string columns in parallel (Arrow releases the GIL).
     with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:
@@ -310,14 +318,20 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         del combo
     else:  # many distinct names (odd input): per row
         sig = signature(op_codes % n_op, red_codes % n_red, dt_codes % n_dt)
-    if sig.dtype != np.int32 and sig.size and sig.max() < 1 << 31:
-        sig = sig.astype(np.int32)
+    if sig.size and sig.max() >= 1 << (63 - _NUMEL_BITS):  # absurdly many names: renumber
+        sig = pd.factorize(sig)[0]
     rule = np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in canon], np.int8)[op_codes]
-    numel = numels["in_numel"].copy()
+    numel = numels["in_numel"]
+    if not numel.flags.writeable:  # a view of the Arrow buffer
+        numel = numel.copy()
     out_rule = rule == 2
     numel[out_rule] = numels["out_numel"][out_rule]
     numel[rule == 0] = -1
     del rule, out_rule, numels
+    # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
+    sig = sig.astype(np.int64) << _NUMEL_BITS
+    sig |= numel & _NUMEL_MASK
+    del numel
 
     st_codes, st_names = coded["state"]
     state = np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in st_names] + [UNKNOWN], np.int8)[st_codes]
@@ -329,12 +343,11 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     is_p2p = np.array([c in P2P_OPS for c in canon], np.int64)[op_codes]
     pair_key = (rank * 2 + is_p2p) * n_names + g_codes % n_names
     del is_p2p
-    pair, uniq = pd.factorize(pair_key)
-    pair = pair.astype(np.int32) if uniq.size < 1 << 31 else pair
+    pair, uniq = _factorize(pair_key)
     del pair_key
     n_pairs = int(uniq.size)
-    # pd.factorize numbers pairs in order of first appearance: the running maximum steps up at each first row.
-    first = np.concatenate([[0], np.flatnonzero(np.diff(np.maximum.accumulate(pair)) > 0) + 1]) if n else pair
+    first = np.full(n_pairs, n, np.int64)  # each pair's first row
+    np.minimum.at(first, pair, np.arange(n))
     pair_rank = (uniq // (2 * n_names)).astype(np.int64)
     pair_gname = (uniq % (2 * n_names)).astype(np.int64)  # name index, + n_names for the p2p channel
 
@@ -356,7 +369,6 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     np.maximum.at(pair_maxseq, pair, seq)
     pair_minseq = np.full(n_pairs, _NONE, np.int64)
     np.minimum.at(pair_minseq, pair, seq)
-    row_comm = pair_comm[pair]
 
     # Dense (communicator, seq) positions; a sparse fallback keeps odd seq ranges from exploding memory.
     comm_min = np.full(n_comms, _NONE, np.int64)
@@ -366,20 +378,19 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     span = np.maximum(comm_max - comm_min + 1, 0)
     if n_comms and int(span.sum()) <= 4 * n + 1_000_000:
         base = np.concatenate([[0], np.cumsum(span)[:-1]])
-        pos = base[row_comm] + seq - comm_min[row_comm]
+        pos = (base - comm_min)[pair_comm][pair]
+        pos += seq
         n_pos = int(span.sum())
         pos_comm = np.repeat(np.arange(n_comms), span)
     else:
-        pos, uniq_pos = pd.factorize(row_comm * (1 << 40) + seq)
+        pos, uniq_pos = pd.factorize(pair_comm[pair] * (1 << 40) + seq)
         pos = pos.astype(np.int64)
         n_pos = int(uniq_pos.size)
         pos_comm = (uniq_pos >> 40).astype(np.int64)
-    ref_sig = np.zeros(n_pos, sig.dtype)
-    ref_numel = np.zeros(n_pos, np.int64)
+    ref_sig = np.zeros(n_pos, np.int64)
     ref_sig[pos] = sig
-    ref_numel[pos] = numel
-    bad_row = (sig != ref_sig[pos]) | (numel != ref_numel[pos])
-    bad_pos = np.unique(pos[bad_row])
+    bad_pos = np.unique(pos[sig != ref_sig[pos]])
+    del ref_sig
     bad_flag = np.zeros(n_pos, bool)
     bad_flag[bad_pos] = True
     comm_bad = np.bincount(pos_comm[bad_pos], minlength=n_comms)
@@ -388,23 +399,27 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     if bad_pos.size:
         bad_rows = np.nonzero(bad_flag[pos])[0]
         first_seq = np.full(n_comms, _NONE, np.int64)
-        np.minimum.at(first_seq, row_comm[bad_rows], seq[bad_rows])
+        bad_comm = pair_comm[pair[bad_rows]]
+        np.minimum.at(first_seq, bad_comm, seq[bad_rows])
         comm_first_bad = np.where(first_seq == _NONE, 0, first_seq)
-        at_first = bad_rows[seq[bad_rows] == first_seq[row_comm[bad_rows]]]
-        comm_first_bad_pos[row_comm[at_first]] = pos[at_first]
+        at_first = seq[bad_rows] == first_seq[bad_comm]
+        comm_first_bad_pos[bad_comm[at_first]] = pos[bad_rows[at_first]]
 
     # Completion. With unknown states every call but a rank's last on a communicator completed. That last
     # one completed too when most members went past it and its position agrees (it was matched), or when
     # the rank issued a later call elsewhere: a rank blocks in one call at a time, so it has at most one
     # call in flight.
     done = state == COMPLETED
-    unknown = state == UNKNOWN
     last = seq == pair_maxseq[pair]
-    done |= unknown & ~last
-    tail = np.nonzero(unknown & last)[0]
+    unknown = state == UNKNOWN
+    tail = np.zeros(0, np.int64)
+    if unknown.any():
+        done |= unknown & ~last
+        tail = np.nonzero(unknown & last)[0]
+    del unknown
     if tail.size:
         med = _upper_median_per_comm(pair_comm, pair_maxseq, n_comms)
-        done[tail] = (seq[tail] < med[row_comm[tail]]) & ~bad_flag[pos[tail]]
+        done[tail] = (seq[tail] < med[pair_comm[pair[tail]]]) & ~bad_flag[pos[tail]]
         # "Later" is the issue time, or the row order for a rank without times (traces are written in order).
         when = pc.fill_null(take(t.column("t_issue"), tail), np.nan).to_numpy(zero_copy_only=False).astype(float)
         rk = rank[tail]
@@ -434,7 +449,6 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         seq=seq,
         pair=pair,
         sig=sig,
-        numel=numel,
         state=state,
         done=done,
         pos=pos,
@@ -454,6 +468,22 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         world_size=world_size,
         dropped_rows=dropped,
     )
+
+
+def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(codes, uniques) of non-negative int keys; a dense lookup when their range is small (it is: rank x
+    group name), a hash otherwise."""
+    if keys.size == 0:
+        return keys.astype(np.int32), keys
+    top = int(keys.max()) + 1
+    if top <= 4 * keys.size + (1 << 22):
+        seen = np.zeros(top, bool)
+        seen[keys] = True
+        uniq = np.flatnonzero(seen)
+        code = np.cumsum(seen, dtype=np.int32 if uniq.size < 1 << 31 else np.int64) - 1
+        return code[keys], uniq
+    codes, uniq = pd.factorize(keys)
+    return codes.astype(np.int32) if uniq.size < 1 << 31 else codes, uniq
 
 
 def _upper_median_per_comm(pair_comm: np.ndarray, values: np.ndarray, n_comms: int) -> np.ndarray:

@@ -138,7 +138,7 @@ def build_wait_graph(view: CollectiveView) -> WaitGraph:
             continue
         stuck = set(c.in_flight)
         if c.tie:
-            key = {int(view.rank[r]): (int(view.sig[r]), int(view.numel[r])) for r in c.rows}
+            key = {int(view.rank[r]): int(view.sig[r]) for r in c.rows}
             for a in key:
                 for b in key:
                     if key[a] != key[b] and a in stuck:
