@@ -24,7 +24,9 @@ _patches: list[tuple[Any, str, Any]] = []  # (owner, attribute, original) for st
 
 # module name -> installer(module); the installers live beside the wrappers and import lazily.
 WATCHED: dict[str, str] = {
-    "torch.distributed": "hangdoc.tracer.torch_dist:install",
+    # After torch itself, not torch.distributed: torch imports torch.distributed half-way through its own
+    # import, before torch.compiler (which the wrappers need) exists.
+    "torch": "hangdoc.tracer.torch_dist:install_after_torch",
     "vllm.distributed.parallel_state": "hangdoc.tracer.coordinators:install_vllm_coordinator",
     "vllm.distributed.device_communicators.pynccl": "hangdoc.tracer.coordinators:install_vllm_pynccl",
     "vllm.distributed.device_communicators.custom_all_reduce": "hangdoc.tracer.coordinators:install_vllm_custom_ar",

@@ -25,6 +25,8 @@ SUFFIX = ".hdtrace"
 HEADER = struct.Struct("<8sIIIIIIIIQqiiiqQ64s256s")
 HEADER_BYTES = 4096
 RANK_OFFSET = struct.calcsize("<8sIIIIIIIIQq")  # rank, world size, local rank: "<iii" here
+# The write cursor: a record index every record before which has been written; refreshed every 1024 records
+# (the stamps are exact, the reader orders by them).
 CURSOR_OFFSET = struct.calcsize("<8sIIIIIIIIQqiiiq")
 
 # Group entry: used, kind (torch / vllm / sglang / pynccl / custom-ar), number of ranks, name, description,

@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -51,6 +50,7 @@ class TraceFile:
     groups: dict[int, Group]
     sites: dict[int, str]
     records: np.ndarray  # RECORD_DTYPE, valid records only, ordered by stamp (write order)
+    cursor: int = 0  # the header's write cursor (refreshed every 1024 records)
     notes: list[str] = field(default_factory=list)
 
 
@@ -72,7 +72,7 @@ def read(path: str | os.PathLike[str]) -> TraceFile:
     if len(data) < F.HEADER.size or data[: len(F.MAGIC)] != F.MAGIC:
         raise TraceFormatError(f"{p}: not a hangdoc trace file")
     (_, version, header_bytes, record_bytes, capacity, max_groups, group_bytes, max_sites, site_bytes,
-     records_offset, pid, rank, world_size, local_rank, t_start, _cursor, host, command) = F.HEADER.unpack_from(data)
+     records_offset, pid, rank, world_size, local_rank, t_start, cursor, host, command) = F.HEADER.unpack_from(data)
     if version > F.VERSION:
         raise TraceFormatError(f"{p}: trace format version {version} is newer than this hangdoc reads ({F.VERSION})")
     if record_bytes != F.RECORD_BYTES or group_bytes != F.GROUP_BYTES or site_bytes != F.SITE_BYTES:
@@ -125,14 +125,5 @@ def read(path: str | os.PathLike[str]) -> TraceFile:
         path=p, host=_text(host), pid=pid, rank=rank if rank >= 0 else None,
         world_size=world_size if world_size > 0 else None, local_rank=local_rank if local_rank >= 0 else None,
         t_start=t_start / 1e9, command=_text(command), capacity=capacity, groups=groups, sites=sites,
-        records=recs, notes=notes,
+        records=recs, notes=notes, cursor=cursor,
     )
-
-
-def describe(tf: TraceFile) -> dict[str, Any]:
-    """A short summary of one file (for `inspect`-style output and tests)."""
-    return {
-        "path": str(tf.path), "host": tf.host, "pid": tf.pid, "rank": tf.rank, "world_size": tf.world_size,
-        "records": int(len(tf.records)), "groups": {g.name: g.ranks for g in tf.groups.values()},
-        "notes": list(tf.notes),
-    }

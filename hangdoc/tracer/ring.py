@@ -147,6 +147,8 @@ class Recorder:
         """Append one record in state 'issued'; returns its stamp (for complete())."""
         idx = next(self._index)
         stamp = idx + 1
+        if not idx & 1023:  # the header's write cursor (records before it are written); readers use stamps
+            F.STAMP.pack_into(self.mm, F.CURSOR_OFFSET, idx)
         nd = len(shape)
         if nd > 4:
             shape = shape[:4]

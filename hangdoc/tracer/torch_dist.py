@@ -192,7 +192,7 @@ def make_wrapper(original: Callable[..., Any], op_name: str, probe: Callable[...
     dtypes, reduces = DTYPE, REDUCE
     cuda_build = _cuda_build()
     packs = tuple(s.pack_into for s in F.RECORDS_BY_NDIM)
-    stamp_at = F.STAMP.unpack_from
+    stamp_at, cursor_at, cursor_offset = F.STAMP.unpack_from, F.STAMP.pack_into, F.CURSOR_OFFSET
     state_offset, record_bytes, no_group, issued, completed = (
         F.STATE_OFFSET, F.RECORD_BYTES, F.NO_GROUP, F.ISSUED, F.COMPLETED)
     f_async, f_cuda = F.F_ASYNC, F.F_CUDA
@@ -221,6 +221,8 @@ def make_wrapper(original: Callable[..., Any], op_name: str, probe: Callable[...
                 idx = next(index)
                 stamp = idx + 1
                 off = base + (idx % cap) * record_bytes
+                if not idx & 1023:  # the header's write cursor, for readers that look only at the header
+                    cursor_at(mm, cursor_offset, idx)
                 flags = f_async if async_op else 0
                 if t is None:
                     packs[0](mm, off, stamp, time_ns(), 0, 0, next(entry.seq), entry.gid, op, 0, 0, 0, issued,
@@ -337,6 +339,13 @@ def _delegates(fn: Any) -> bool:
         ins.opname == "LOAD_GLOBAL" and ins.argval in OPS and ins.argval != code.co_name
         for ins in dis.get_instructions(code)
     )
+
+
+def install_after_torch(torch_module: ModuleType) -> None:
+    """Called by the import hook once `import torch` has completed."""
+    import torch.distributed
+
+    install(torch.distributed)
 
 
 def install(module: ModuleType) -> None:

@@ -80,6 +80,9 @@ def test_ring_wraps_and_keeps_the_newest(tmp_path: Path) -> None:
     assert [r["seq"] for r in rows] == list(range(25, 41))
     assert [r["in_numel"] for r in rows] == list(range(24, 40))
     assert any("ring wrapped" in n and "24" in n for n in bundle.notes)
+    for i in range(40, 1500):
+        rec.write(g, OP["all_reduce"], RD["SUM"], DT["float32"], i, i, (i,), -1, 0, 0)
+    assert reader.read(rec.path).cursor == 1024
 
 
 def test_torn_record_is_skipped_with_a_note(tmp_path: Path) -> None:
