@@ -122,6 +122,7 @@ class _Parsed:
     pg_first: list[int] = field(default_factory=list)  # per pg_key: its first row
     pg_implied: list[int] = field(default_factory=list)  # per pg_key: group size its shapes imply, or 0
     backends: set[str] = field(default_factory=set)  # "nccl", "gloo", ...
+    comm_lib_version: str | None = None  # "comm_lib_version" (2.8+) or "nccl_version" (2.4-2.7)
     first_record_id: int | None = None
     error: str | None = None
 
@@ -436,6 +437,8 @@ def _parse_file(path: str, rank: int) -> _Parsed:
     try:
         dump = load_dump(Path(path))
         out.version = None if dump.get("version") is None else str(dump["version"])
+        lib = dump.get("comm_lib_version") or dump.get("nccl_version")
+        out.comm_lib_version = str(lib) if lib else None
         cfg = dump.get("pg_config")
         for key, val in (cfg.items() if isinstance(cfg, dict) else ()):
             if not isinstance(val, dict) or not str(val.get("name", key)):
@@ -805,6 +808,7 @@ def read(files: list[Path]) -> Bundle:
         NAME,
         ran=True,
         seconds=time.monotonic() - t0,
-        notes=[f"{len(good)} rank file(s), {table.num_rows} rows, dump version(s) {', '.join(versions)}"],
+        notes=[f"{len(good)} rank file(s), {table.num_rows} rows, dump version(s) {', '.join(versions)}"]
+        + [f"communication library version {v}" for v in sorted({p.comm_lib_version for p in good if p.comm_lib_version})],
     )
     return bundle

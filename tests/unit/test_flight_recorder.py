@@ -58,6 +58,9 @@ def test_each_layout_gives_the_same_rows(tmp_path: Path, version: str, form: str
     assert {tuple(r["group_ranks"]) for r in got if r["group"] == "2"} == {(2, 3)}
     assert {r["group_desc"] for r in got} == {"default_pg", "tp:0", "tp:1"}
     assert r0[0]["t_issue"] == pytest.approx(1.7e9)
+    collector = fr.read(sorted(tmp_path.iterdir())).manifest["collectors"]["flight-recorder"]
+    lib = {"2.7": ["communication library version 2.21.5"], "2.10": ["communication library version 2.27.3"]}
+    assert collector["notes"][1:] == lib.get(version, [])
 
 
 def test_unknown_newer_version_is_read_by_key_names_with_a_note(tmp_path: Path) -> None:
