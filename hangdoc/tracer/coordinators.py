@@ -104,7 +104,9 @@ def _coordinator_entry(kind: str) -> Callable[[Recorder, Any], GroupEntry]:
                         ref = lambda pg=pg: pg  # noqa: E731
                     _owner_label[id(pg)] = (ref, label)
             if rec.rank < 0:
-                rec.set_rank(int(coord.rank), -1, int(getattr(coord, "local_rank", -1)))
+                dist = sys.modules.get("torch.distributed")
+                world = dist.get_world_size() if dist is not None and dist.is_initialized() else -1
+                rec.set_rank(int(coord.rank), world, int(getattr(coord, "local_rank", -1)))
             entry = rec.group(kind, label, str(coord.unique_name), ranks, int(coord.rank_in_group))
         rec.cache[coord] = entry
         return entry
@@ -160,7 +162,9 @@ def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Calla
                         entry = rec.group("p2p", f"{entry.name}/p2p:{pair[0]}-{pair[1]}", "p2p",
                                           pair, pair.index(me))
                     f = sys._getframe(1)
-                    site = rec.sites.get(id(f.f_code) | (f.f_lasti << 48)) or rec.site(f)
+                    site = rec.sites.get(id(f.f_code) | (f.f_lasti << 48))
+                    if site is None:
+                        site = rec.site(f)
                     if t is None:
                         stamp = rec.write(entry, op, redop, 0, 0, 0, (), peer, site, 0)
                     else:

@@ -217,7 +217,9 @@ def make_wrapper(original: Callable[..., Any], op_name: str, probe: Callable[...
                     entry = _p2p_entry(rec, entry, group, peer)
                 mm, base, cap, index, sites = rec.hot
                 f = getframe(1)
-                site = sites.get(id(f.f_code) | (f.f_lasti << 48)) or rec.site(f)
+                site = sites.get(id(f.f_code) | (f.f_lasti << 48))
+                if site is None:
+                    site = rec.site(f)
                 idx = next(index)
                 stamp = idx + 1
                 off = base + (idx % cap) * record_bytes
