@@ -271,7 +271,7 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
     """Raw FR columns of one file -> a _PART table (our op, seq, state, dtype, numels, time, peer).
 
     Per-row work goes through dictionaries over the few distinct values a file holds, with map() where
-    it can (a file of 1000 entries should cost well under a millisecond here)."""
+    it can; numels and times are computed by Arrow/numpy over the whole file."""
     n = len(cols["pname"])
     pnames = cols["pname"]
     info = {p: _op_info(p) for p in set(pnames)}  # -> (op, is gloo, group-local peer)
@@ -401,9 +401,12 @@ def fold_coalesced(cols: dict[str, Any]) -> dict[str, list]:
     member_ops: dict[int, list[str]] = {}  # kept collective row -> bare ops folded into it
     runs: dict[tuple[Any, bool], tuple[Any, list[int]]] = {}  # (pg, p2p) -> (seq, rows of the open run)
     for i in range(n):
+        backend, op, _ = _bare_op(cols["pname"][i])
+        if cols["is_p2p"][i] is None and normalize_op(op) == "coalesced":  # before 2.2: p2p if it closes p2p
+            open_p2p = runs.get((cols["pg_name"][i], True))
+            p2p[i] = open_p2p is not None and open_p2p[0] == cols["pseq"][i]
         key = (cols["pg_name"][i], p2p[i])
         seq = cols["pseq"][i] if p2p[i] else cols["cseq"][i]
-        backend, op, _ = _bare_op(cols["pname"][i])
         run = runs.get(key)
         in_run = run is not None and run[0] == seq
         if normalize_op(op) == "coalesced":

@@ -149,6 +149,29 @@ def test_coalesced_p2p_keeps_one_row_per_op_and_takes_the_closing_state(tmp_path
     ]
 
 
+def test_coalesced_p2p_without_is_p2p_flags(tmp_path: Path) -> None:
+    # before "2.2" entries carry no is_p2p: the closing entry is p2p because it closes p2p members
+    w = ("0", "default_pg")
+    member = dict(state="scheduled", retired=False)
+    calls = [
+        Call(w, "all_reduce", 1),
+        Call(w, "send 0->1", 1, **member),
+        Call(w, "coalesced", 1, [], [], p2p=True, state="completed"),
+        Call(w, "all_reduce", 2, state="started"),
+    ]
+    d = dump(calls, "2.10", WORLD)
+    d["version"] = "2.1"
+    for e in d["entries"]:
+        del e["is_p2p"]
+    write_rank(tmp_path, 0, d)
+    got, _ = read_dir(tmp_path)
+    assert [(r["op"], r["seq"], r["state"]) for r in got] == [
+        ("all_reduce", 1, "completed"),
+        ("send", 1, "completed"),
+        ("all_reduce", 2, "started"),
+    ]
+
+
 def test_nccl_retired_but_scheduled_is_issued_while_gloo_retired_is_completed(tmp_path: Path) -> None:
     w = ("0", "default_pg")
     write_rank(tmp_path, 0, dump([Call(w, "all_reduce", 1, state="scheduled", retired=True)], "2.10", WORLD))
