@@ -10,7 +10,7 @@ import pytest
 
 from hangdoc.importers import flight_recorder as fr
 from hangdoc.importers import load_inputs
-from tests.unit.fr_synthetic import VERSIONS, Call, dump, write_rank
+from fr_synthetic import VERSIONS, Call, dump, write_rank
 
 WORLD = {"0": ("default_pg", [0, 1, 2, 3])}
 TP = {"1": ("tp:0", [0, 1]), "2": ("tp:1", [2, 3])}

@@ -14,7 +14,7 @@ import pytest
 from hangdoc.errors import InputError
 from hangdoc.importers import flight_recorder as fr
 from hangdoc.importers import load_inputs, safe_pickle
-from tests.unit.fr_synthetic import Call, dump, write_rank
+from fr_synthetic import Call, dump, write_rank
 
 
 class _Call:
