@@ -331,6 +331,7 @@ PYNCCL: dict[str, tuple[str, Callable[..., tuple]]] = {
 CUSTOM_AR: dict[str, tuple[str, Callable[..., tuple]]] = {
     "all_reduce": ("all_reduce", lambda self, inp, *a, **k: (inp, -1, _SUM, None, _on(self, _A["all_reduce"]))),
 }
+SGLANG_CUSTOM_AR = {"_all_reduce_impl": CUSTOM_AR["all_reduce"]}  # SGLang's kernel call has this name
 
 
 def wrap_class(cls: Any, methods: dict[str, tuple[str, Callable[..., tuple]]],
@@ -371,4 +372,4 @@ def install_sglang_pynccl(module: ModuleType) -> None:
 
 
 def install_sglang_custom_ar(module: ModuleType) -> None:
-    _install(module, "CustomAllreduce", CUSTOM_AR, _communicator_entry("sglang", "custom_ar"))
+    _install(module, "CustomAllreduce", SGLANG_CUSTOM_AR, _communicator_entry("sglang", "custom_ar"))
