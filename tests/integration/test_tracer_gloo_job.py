@@ -8,8 +8,10 @@ import sys
 import textwrap
 from pathlib import Path
 
+import psutil
 import pytest
 
+from hangdoc.tracer import reader
 from tracer_jobs import TIMEOUT_S, free_port, hangdoc_exe, kill_group, rows, start, wait_for
 
 pytestmark = pytest.mark.integration
@@ -37,6 +39,13 @@ JOB = textwrap.dedent("""
 """)
 
 
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
 def test_diverging_rank_is_named_after_sigkill(tmp_path: Path) -> None:
     (tmp_path / "job.py").write_text(JOB)
     trace_dir = tmp_path / "trace"
@@ -52,6 +61,9 @@ def test_diverging_rank_is_named_after_sigkill(tmp_path: Path) -> None:
     finally:
         out = kill_group(proc)
     assert "finished" not in out
+    pids = [reader.read(f).pid for f in trace_dir.glob("*.hdtrace")]
+    assert len(pids) == 4
+    wait_for(lambda: not any(alive(p) for p in pids), None, "every rank to be gone after SIGKILL", timeout=30)
 
     files = sorted(trace_dir.glob("*.hdtrace"))
     assert len(files) == 4  # one per rank; the torchrun launcher made no collective and left no file

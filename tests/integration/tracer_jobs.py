@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import psutil
 import pytest
 
 from hangdoc.importers import hangdoc_trace
@@ -45,11 +46,21 @@ def start(cmd: list[str], cwd: Path, **extra: str) -> subprocess.Popen[str]:
 
 
 def kill_group(proc: subprocess.Popen[str]) -> str:
-    """SIGKILL every process of the job's session; returns what it printed."""
+    """SIGKILL the job: its session, and every descendant (torchrun starts each worker in a session of its
+    own, so the process group alone would leave blocked ranks behind). Returns what it printed."""
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for child in descendants:
+        try:
+            child.kill()
+        except psutil.Error:
+            pass
     try:
         out, _ = proc.communicate(timeout=30)
     except subprocess.TimeoutExpired:
