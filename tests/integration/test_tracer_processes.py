@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hangdoc.tracer import reader
-from tracer_jobs import TIMEOUT_S, env, hangdoc_exe, kill_group, rows, start, wait_for
+from tracer_jobs import TIMEOUT_S, env, hangdoc_exe, kill_group, run_job, start, wait_for
 
 pytestmark = pytest.mark.integration
 pytest.importorskip("torch")
@@ -47,10 +47,10 @@ WORKERS = textwrap.dedent("""
 def test_forked_and_spawned_workers_write_their_own_files(tmp_path: Path) -> None:
     (tmp_path / "workers.py").write_text(WORKERS)
     trace_dir = tmp_path / "trace"
-    proc = subprocess.run([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", sys.executable, "workers.py",
-                           str(tmp_path)], cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=TIMEOUT_S)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    parent_pid = int(proc.stdout.split("parent")[1].split()[0])
+    rc, out = run_job([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", sys.executable, "workers.py",
+                       str(tmp_path)], tmp_path)
+    assert rc == 0, out[-3000:]
+    parent_pid = int(out.split("parent")[1].split()[0])
     files = {reader.read(f).pid: reader.read(f) for f in trace_dir.glob("*.hdtrace")}
     assert len(files) == 5 and parent_pid in files
     assert [r["op"] for r in rows_of(files[parent_pid])] == ["broadcast"]

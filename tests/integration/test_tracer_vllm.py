@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tracer_jobs import TIMEOUT_S, env, free_port, hangdoc_exe, rows
+from tracer_jobs import TIMEOUT_S, env, free_port, hangdoc_exe, rows, run_job
 
 pytestmark = pytest.mark.integration
 
@@ -52,10 +52,9 @@ SCRIPT = textwrap.dedent("""
 def test_vllm_group_coordinator_calls_are_recorded(tmp_path: Path) -> None:
     (tmp_path / "vdist.py").write_text(SCRIPT)
     trace_dir = tmp_path / "trace"
-    proc = subprocess.run([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", VLLM_PYTHON, "vdist.py",
-                           str(free_port())], cwd=tmp_path, env=env(), capture_output=True, text=True,
-                          timeout=TIMEOUT_S * 2)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rc, out = run_job([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", VLLM_PYTHON, "vdist.py",
+                       str(free_port())], tmp_path, timeout=TIMEOUT_S * 2)
+    assert rc == 0, out[-3000:]
     recorded = rows(trace_dir)
     tp = [(r["rank"], r["group"], r["seq"], r["op"], r["dtype"], r["in_shapes"]) for r in recorded
           if r["group"].startswith("tp:")]
@@ -109,10 +108,10 @@ def test_vllm_tp2_generation_on_a_tiny_local_model(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert made.returncode == 0, made.stderr[-3000:]
     trace_dir = tmp_path / "trace"
-    proc = subprocess.run([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", VLLM_PYTHON, "gen.py",
-                           str(tmp_path / "tiny")], cwd=tmp_path, capture_output=True, text=True, timeout=570,
-                          env=env(VLLM_CPU_KVCACHE_SPACE="1", VLLM_CPU_OMP_THREADS_BIND="nobind"))
-    assert proc.stdout.count("OUT") == 2, proc.stdout[-2000:] + proc.stderr[-4000:]
+    rc, out = run_job([hangdoc_exe(), "run", "--trace-dir", str(trace_dir), "--", VLLM_PYTHON, "gen.py",
+                       str(tmp_path / "tiny")], tmp_path, timeout=570, VLLM_CPU_KVCACHE_SPACE="1",
+                      VLLM_CPU_OMP_THREADS_BIND="nobind")
+    assert out.count("OUT") == 2, out[-5000:]
     tp = [r for r in rows(trace_dir) if r["group"] == "tp:0"]
     per_rank = {rank: [(r["seq"], r["op"], r["in_shapes"]) for r in tp if r["rank"] == rank] for rank in (0, 1)}
     assert per_rank[0] == per_rank[1] and len(per_rank[0]) >= 10

@@ -68,6 +68,18 @@ def kill_group(proc: subprocess.Popen[str]) -> str:
     return out or ""
 
 
+def run_job(cmd: list[str], cwd: Path, timeout: float = TIMEOUT_S, **extra: str) -> tuple[int, str]:
+    """Run to completion in a session of its own; on timeout or failure nothing it started is left."""
+    proc = start(cmd, cwd, **extra)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"{cmd[0]} ... did not finish in {timeout} s:\n{kill_group(proc)[-3000:]}")
+    finally:
+        kill_group(proc)  # workers that outlived their parent, if any
+
+
 def rows(trace_dir: Path) -> list[dict[str, Any]]:
     files = sorted(trace_dir.glob("*.hdtrace"))
     if not files:
