@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 
 from hangdoc import __version__
 from hangdoc.errors import BundleError
-from hangdoc.schema import BUNDLE_VERSION, MANIFEST_NAME, TABLES, conform, empty
+from hangdoc.schema import BUNDLE_VERSION, MANIFEST_NAME, TABLES, conform, dictionary_columns, empty
 
 BUNDLE_FORMAT = "hangdoc.bundle"
 
@@ -74,7 +74,9 @@ class Bundle:
             if not file.exists():
                 continue
             try:
-                tables[name] = conform(name, pq.read_table(file))
+                # Dictionary columns straight from Parquet's dictionary pages (bundles written before these
+                # columns were dictionary-encoded too), never as one string per row.
+                tables[name] = conform(name, pq.read_table(file, read_dictionary=dictionary_columns(name)))
             except (OSError, pa.ArrowException, KeyError) as exc:
                 raise BundleError(f"{file}: unreadable table: {exc}") from None
         return cls(tables=tables, manifest=manifest)

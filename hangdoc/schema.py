@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any, Iterable, Mapping
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 BUNDLE_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -19,6 +20,9 @@ _bool = pa.bool_()
 _ints = pa.list_(pa.int64())
 _shapes = pa.list_(pa.list_(pa.int64()))
 _strs = pa.list_(pa.string())
+# Columns that repeat a few distinct strings over millions of rows (op names, group names, states) are
+# dictionary-encoded: an int32 per row in memory, and Parquet stores them that way too.
+_dict = pa.dictionary(pa.int32(), pa.string())
 
 # Collective call states, in the order a call goes through them.
 STATES = ("issued", "started", "completed", "unknown")
@@ -128,28 +132,31 @@ GPU_PROCESSES = pa.schema(
 
 COLLECTIVES = pa.schema(
     [
-        ("host", _str),
+        ("host", _dict),
         ("rank", _i64),  # global rank
         ("pid", _i64),
-        ("group", _str),  # the name the recorder gave the communicator ("0", "tp:0", ...)
-        ("group_desc", _str),  # readable description ("tp:1", FR pg_desc); may be null
-        ("group_ranks", _ints),  # member global ranks, sorted; null when unknown
+        ("group", _dict),  # the name the recorder gave the communicator ("0", "tp:0", ...)
+        ("group_desc", _dict),  # readable description ("tp:1", FR pg_desc); may be null
+        # Member global ranks, sorted. Listed on at least one row of each communicator (group name + member
+        # set); other rows may be null: a 16k-rank world group repeated on every row would not fit in memory.
+        # A row without it belongs to the communicator of its group name that lists its rank.
+        ("group_ranks", _ints),
         ("group_size", _i64),
         ("rank_in_group", _i64),
         ("seq", _i64),  # per-communicator sequence number, 1-based
-        ("op", _str),  # normalised: all_reduce, all_gather, all_gatherv, reduce_scatter, broadcast, send, recv...
-        ("reduce_op", _str),  # SUM, AVG, MAX ... or null
-        ("dtype", _str),
+        ("op", _dict),  # normalised: all_reduce, all_gather, all_gatherv, reduce_scatter, broadcast, send, recv...
+        ("reduce_op", _dict),  # SUM, AVG, MAX ... or null
+        ("dtype", _dict),
         ("in_shapes", _shapes),
         ("out_shapes", _shapes),
         ("in_numel", _i64),
         ("out_numel", _i64),
         ("peer", _i64),  # p2p peer or root, global rank
         ("t_issue", _f64),  # unix seconds
-        ("state", _str),  # one of STATES
-        ("source", _str),  # hangdoc-trace / flight-recorder / jsonl
+        ("state", _dict),  # one of STATES
+        ("source", _dict),  # hangdoc-trace / flight-recorder / jsonl
         ("record_id", _i64),  # the recorder's own id (FR record_id); never used for alignment
-        ("call_site", _str),
+        ("call_site", _dict),
     ]
 )
 
@@ -199,15 +206,43 @@ def table_from_rows(name: str, rows: Iterable[Mapping[str, Any]]) -> pa.Table:
 
 
 def conform(name: str, table: pa.Table) -> pa.Table:
-    """Cast a table to the named schema: add missing columns as nulls, order and type them as the schema says."""
+    """Cast a table to the named schema: add missing columns as nulls, order and type them as the schema says.
+
+    Dictionary columns may hold a different dictionary in each chunk (as Arrow allows); readers that need
+    one dictionary call `unify_dictionaries()` first."""
     schema = TABLES[name]
     unknown = set(table.column_names) - set(schema.names)
     if unknown:
         raise KeyError(f"{name}: unknown column(s) {sorted(unknown)}")
     arrays = []
     for field in schema:
-        if field.name in table.column_names:
-            arrays.append(table.column(field.name).cast(field.type))
-        else:
+        if field.name not in table.column_names:
             arrays.append(pa.nulls(table.num_rows, field.type))
+            continue
+        col = table.column(field.name)
+        if col.type != field.type:
+            col = col.cast(field.type)
+        arrays.append(col)
     return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def dictionary_columns(name: str) -> list[str]:
+    """The named table's dictionary-encoded columns (to read them from Parquet as such)."""
+    return [f.name for f in TABLES[name] if pa.types.is_dictionary(f.type)]
+
+
+def group_members(collectives: pa.Table) -> dict[tuple[int, str], tuple[int, ...]]:
+    """(rank, group) -> that rank's communicator members, read as the collectives contract says: members
+    are listed on some row of each communicator, and a rank's rows belong to the member set of their group
+    name that holds the rank. Pairs no listing accounts for (or two would) are left out."""
+    listed = collectives.filter(pc.is_valid(collectives.column("group_ranks")))
+    sets: dict[str, set[tuple[int, ...]]] = {}
+    for name, ranks in zip(listed.column("group").to_pylist(), listed.column("group_ranks").to_pylist()):
+        sets.setdefault(name, set()).add(tuple(sorted(ranks)))
+    pairs = collectives.select(["rank", "group"]).unify_dictionaries()
+    out: dict[tuple[int, str], tuple[int, ...]] = {}
+    for row in pairs.group_by(["rank", "group"], use_threads=False).aggregate([]).to_pylist():
+        holding = [m for m in sets.get(row["group"], ()) if row["rank"] in m]
+        if len(holding) == 1:
+            out[(row["rank"], row["group"])] = holding[0]
+    return out

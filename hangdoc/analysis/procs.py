@@ -183,10 +183,13 @@ class Processes:
 
 
 def distinct(table: pa.Table | None, columns: tuple[str, ...]) -> list[dict[str, Any]]:
-    """Distinct rows of a few columns, without turning a large table into Python objects first."""
+    """Distinct rows of a few columns in order of first appearance, without turning a large table into
+    Python objects first."""
     if table is None or not table.num_rows:
         return []
-    return table.select(list(columns)).group_by(list(columns)).aggregate([]).to_pylist()
+    # group_by needs one dictionary per column (a concatenated table may hold one per chunk)
+    sel = table.select(list(columns)).unify_dictionaries()
+    return sel.group_by(list(columns), use_threads=False).aggregate([]).to_pylist()
 
 
 def shared(ctx: Any, key: str, make: Callable[[], Any]) -> Any:

@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 import pyarrow as pa
 
 from hangdoc.analysis.model import STACK_DIVERGENCE, Finding
+from hangdoc.analysis.procs import distinct
 
 COLLECTIVE = "collective"
 TEARDOWN = "teardown"
@@ -254,6 +255,13 @@ def _rows(table: pa.Table | None, columns: Sequence[str]) -> list[dict[str, Any]
     return table.select(have).to_pylist()
 
 
+def _pid_ranks(collectives: pa.Table | None) -> list[dict[str, Any]]:
+    """Distinct (host, pid, rank) of the collectives, in row order: millions of rows hold a few thousand."""
+    if collectives is None or collectives.num_rows == 0 or collectives.column("pid").null_count == len(collectives):
+        return []
+    return distinct(collectives, ("host", "pid", "rank"))
+
+
 def _rank_lookup(processes: list[dict[str, Any]], collectives: list[dict[str, Any]]) -> dict[tuple[Any, int], int]:
     """(host, pid) -> global rank: the processes table first, then the pids traces recorded."""
     ranks: dict[tuple[Any, int], int] = {}
@@ -285,7 +293,7 @@ def rank_views(
     if not frames:
         return []
     ranks = _rank_lookup(
-        _rows(processes, ["host", "pid", "global_rank"]), _rows(collectives, ["host", "pid", "rank"])
+        _rows(processes, ["host", "pid", "global_rank"]), _pid_ranks(collectives)
     )
     by_proc: dict[tuple[Any, Any], dict[Any, dict[int, list[tuple[int, Frame]]]]] = defaultdict(
         lambda: defaultdict(lambda: defaultdict(list))

@@ -7,8 +7,6 @@ Only the few rows a finding quotes are ever turned into Python objects (OpCall).
 """
 from __future__ import annotations
 
-import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Iterable, Sequence
@@ -33,26 +31,6 @@ _STATE_CODE = {"issued": ISSUED, "started": STARTED, "completed": COMPLETED, "un
 _NONE = np.iinfo(np.int64).max
 _NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
 _NUMEL_MASK = (1 << _NUMEL_BITS) - 1
-
-
-def _codes(col: pa.ChunkedArray) -> tuple[np.ndarray, list]:
-    """Dictionary codes of a string column (null -> -1) and the dictionary."""
-    if col.num_chunks == 0 or len(col) == 0:
-        return np.zeros(0, np.int32), []
-    # Read with its dictionary kept (Parquet stores these columns that way), a column is already encoded.
-    enc = col if pa.types.is_dictionary(col.type) else col.dictionary_encode()
-    enc = enc.unify_dictionaries()
-    idx = pa.chunked_array([c.indices for c in enc.chunks], type=enc.type.index_type)
-    codes = pc.fill_null(idx, -1).to_numpy()
-    return codes, enc.chunks[0].dictionary.to_pylist()
-
-
-def _ints(col: pa.ChunkedArray, fill: int = -1) -> np.ndarray:
-    if len(col) == 0:
-        return np.zeros(0, np.int64)
-    if col.null_count:
-        col = pc.fill_null(col, fill)
-    return col.to_numpy().astype(np.int64, copy=False)
 
 
 def take(col: pa.ChunkedArray, idx: np.ndarray | Sequence[int]) -> pa.Array:
@@ -267,98 +245,155 @@ class CollectiveView:
         return build_wait_graph(self)
 
 
+_CODED = ("op", "reduce_op", "dtype", "state", "group")
+
+
+def _dictionary_columns(t: pa.Table, names: Sequence[str]) -> pa.Table:
+    """The named string columns dictionary-encoded (bundle tables already are; hand-built ones may not be)."""
+    for name in names:
+        col = t.column(name)
+        if not pa.types.is_dictionary(col.type):
+            t = t.set_column(t.column_names.index(name), name, col.cast(pa.dictionary(pa.int32(), pa.string())))
+    return t
+
+
+def _local_codes(col: pa.DictionaryArray) -> np.ndarray:
+    """The indices of one batch's dictionary column, null -> len(dictionary) (the lookup tables' last entry)."""
+    idx = col.indices
+    if idx.null_count:
+        idx = pc.fill_null(idx, len(col.dictionary))
+    return idx.to_numpy()
+
+
+def _int_values(col: pa.Array, fill: int) -> np.ndarray:
+    if col.null_count:
+        col = pc.fill_null(col, fill)
+    return col.to_numpy().astype(np.int64, copy=False)
+
+
 def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
-    """Vectorised precomputation over the whole collectives table."""
-    rank = _ints(table.column("rank"))
-    seq = _ints(table.column("seq"))
+    """Vectorised precomputation over the whole collectives table.
+
+    Row-level work goes batch by batch (Arrow record batches, a million rows or so): each batch's dictionary
+    codes go through small lookup tables into a few preallocated per-row arrays, so no full-size temporary
+    is made per step (at 30M rows each one is hundreds of MB of fresh memory)."""
     row_ids = None  # view row == table row unless rows had to be dropped
     t = table
     dropped = 0
-    if rank.size and (rank.min() < 0 or seq.min() < 0):  # no rank or seq: nothing to align them by
-        keep = (rank >= 0) & (seq >= 0)
-        dropped = int(keep.size - keep.sum())
-        row_ids = np.nonzero(keep)[0]
-        t = table.filter(pa.array(keep))
-        rank, seq = rank[row_ids], seq[row_ids]
-    n = int(rank.size)
+    if t.num_rows:
+        rk, sq = t.column("rank"), t.column("seq")
+        lo = [pc.min(c).as_py() for c in (rk, sq)]
+        if rk.null_count or sq.null_count or any(v is not None and v < 0 for v in lo):  # nothing to align by
+            keep = (_int_values(rk.combine_chunks(), -1) >= 0) & (_int_values(sq.combine_chunks(), -1) >= 0)
+            dropped = int(keep.size - keep.sum())
+            row_ids = np.nonzero(keep)[0]
+            t = table.filter(pa.array(keep))
+    n = t.num_rows
+    t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "in_numel", "out_numel", "group_ranks"]), _CODED)
+    if t.column("rank").num_chunks > 64 and n < 65536 * t.column("rank").num_chunks:
+        t = t.combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches
+    batches = [b for b in t.to_batches(max_chunksize=1 << 20) if b.num_rows]
 
-    # Dictionary-encode the string columns in parallel (Arrow releases the GIL).
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as ex:
-        coded = {c: ex.submit(_codes, t.column(c)) for c in ("op", "reduce_op", "dtype", "state", "group")}
-        numels = {c: ex.submit(_ints, t.column(c)) for c in ("in_numel", "out_numel")}
-        coded = {c: f.result() for c, f in coded.items()}
-        numels = {c: f.result() for c, f in numels.items()}
+    # Pass 1: every batch's dictionaries -> global codes (the last code of each column stands for null).
+    glob: dict[str, dict] = {c: {} for c in _CODED}
+    luts: list[dict[str, np.ndarray]] = []
+    for b in batches:
+        lut = {}
+        for c in _CODED:
+            g = glob[c]
+            values = b.column(c).dictionary.to_pylist()
+            lut[c] = np.array([g.setdefault(v, len(g)) if v is not None else -1 for v in values] + [-1], np.int64)
+        luts.append(lut)
+    names = {c: [v for v in glob[c]] for c in _CODED}
+    for lut in luts:
+        for c in _CODED:
+            lut[c][lut[c] < 0] = len(names[c])  # null
 
-    # Signature: call class (send and recv match), reduce op (reducing ops only) and dtype, worked out per
-    # combination of dictionary entries and then gathered once per row; plus the element count that the
-    # op's size rule compares.
-    op_codes, op_names = coded["op"]
-    red_codes, red_names = coded["reduce_op"]
-    dt_codes, dt_names = coded["dtype"]
-    canon = [normalize_op(o) if o else "unknown" for o in op_names] + ["unknown"]  # last entry: null
-    cls = ["p2p" if c in P2P_OPS else c for c in canon]
-    cls_id = _ids(cls)
-    red_id = _ids([normalize_reduce_op(x) if x else "" for x in red_names] + [""])
-    dt_id = _ids([normalize_dtype(x) if x else "" for x in dt_names] + [""])
+    # Per global code (null last): call class (send and recv match), reduce op (reducing ops only), dtype,
+    # the element count that the op's size rule compares, the state, whether the call is p2p.
+    canon = [normalize_op(o) if o else "unknown" for o in names["op"]] + ["unknown"]
+    cls_id = _ids(["p2p" if c in P2P_OPS else c for c in canon])
+    red_id = _ids([normalize_reduce_op(x) if x else "" for x in names["reduce_op"]] + [""])
+    dt_id = _ids([normalize_dtype(x) if x else "" for x in names["dtype"]] + [""])
+    n_red, n_dt = int(red_id.max()) + 2, int(dt_id.max()) + 1
+    op_part = cls_id * n_red * n_dt
     reducing = np.array([c in REDUCING_OPS for c in canon])
-    n_op, n_red, n_dt = len(canon), len(red_id), len(dt_id)
-
-    def signature(o: np.ndarray, r_: np.ndarray, d_: np.ndarray) -> np.ndarray:
-        return (cls_id[o] * (n_red + 1) + np.where(reducing[o], red_id[r_] + 1, 0)) * n_dt + dt_id[d_]
-
-    if n_op * n_red * n_dt <= 1 << 20:
-        table_sig = signature(*np.meshgrid(np.arange(n_op), np.arange(n_red), np.arange(n_dt), indexing="ij"))
-        table_sig = table_sig.astype(np.int32) if table_sig.max() < 1 << 31 else table_sig
-        combo = (op_codes % n_op).astype(np.int64)  # code -1 (null) -> the last entry
-        combo *= n_red
-        combo += red_codes % n_red
-        combo *= n_dt
-        combo += dt_codes % n_dt
-        sig = table_sig.ravel()[combo]
-        del combo
-    else:  # many distinct names (odd input): per row
-        sig = signature(op_codes % n_op, red_codes % n_red, dt_codes % n_dt)
-    if sig.size and sig.max() >= 1 << (63 - _NUMEL_BITS):  # absurdly many names: renumber
-        sig = pd.factorize(sig)[0]
-    rule = np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in canon], np.int8)[op_codes]
-    numel = numels["in_numel"]
-    if not numel.flags.writeable:  # a view of the Arrow buffer
-        numel = numel.copy()
-    out_rule = rule == 2
-    numel[out_rule] = numels["out_numel"][out_rule]
-    numel[rule == 0] = -1
-    del rule, out_rule, numels
-    # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
-    sig = sig.astype(np.int64) << _NUMEL_BITS
-    sig |= numel & _NUMEL_MASK
-    del numel
-
-    st_codes, st_names = coded["state"]
-    state = np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in st_names] + [UNKNOWN], np.int8)[st_codes]
-
-    # Pairs: one per (rank, recorder's group name); a process names each of its communicators uniquely.
-    # p2p calls keep their own counter on a communicator (FR's p2p_seq_id): they are a channel of their own.
-    g_codes, g_names = coded["group"]
+    red_part = (red_id + 1) * n_dt
+    rule = np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in canon], np.int8)
+    is_p2p = np.array([c in P2P_OPS for c in canon], np.int64)
+    st_code = np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in names["state"]] + [UNKNOWN], np.int8)
+    g_names = names["group"]
     n_names = len(g_names) + 1
-    is_p2p = np.array([c in P2P_OPS for c in canon], np.int64)[op_codes]
-    pair_key = (rank * 2 + is_p2p) * n_names + g_codes % n_names
-    del is_p2p
+    renumber = int(op_part.max()) + int(red_part.max()) + n_dt >= 1 << (63 - _NUMEL_BITS)  # absurdly many names
+
+    rank_max = max((pc.max(b.column("rank")).as_py() or 0) for b in batches) if batches else 0
+    rank = np.empty(n, np.int32 if rank_max < 1 << 31 else np.int64)
+    seq = np.empty(n, np.int64)
+    sig = np.empty(n, np.int64)
+    state = np.empty(n, np.int8)
+    pair_key = np.empty(n, np.int64)
+    numels = np.empty(n, np.int64) if renumber else None
+    bounds = [0]
+    for b, lut in zip(batches, luts):
+        a, z = bounds[-1], bounds[-1] + b.num_rows
+        bounds.append(z)
+        rb = b.column("rank").to_numpy()
+        rank[a:z] = rb
+        seq[a:z] = b.column("seq").to_numpy()
+        op = lut["op"][_local_codes(b.column("op"))]
+        top = op_part[op]
+        top += np.where(reducing[op], red_part[lut["reduce_op"][_local_codes(b.column("reduce_op"))]], 0)
+        top += dt_id[lut["dtype"][_local_codes(b.column("dtype"))]]
+        r = rule[op]
+        numel = np.where(r == 1, _int_values(b.column("in_numel"), -1),
+                         np.where(r == 2, _int_values(b.column("out_numel"), -1), -1))
+        # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
+        if renumber:
+            numels[a:z] = numel
+        else:
+            top <<= _NUMEL_BITS
+            top |= numel & _NUMEL_MASK
+        sig[a:z] = top
+        state[a:z] = st_code[lut["state"][_local_codes(b.column("state"))]]
+        # Pairs: one per (rank, recorder's group name); a process names each of its communicators uniquely.
+        # p2p calls keep their own counter on a communicator (FR's p2p_seq_id): a channel of their own.
+        key = rb.astype(np.int64) * 2
+        key += is_p2p[op]
+        key *= n_names
+        key += lut["group"][_local_codes(b.column("group"))]
+        pair_key[a:z] = key
+    if renumber:
+        sig = pd.factorize(sig)[0].astype(np.int64) << _NUMEL_BITS
+        sig |= numels & _NUMEL_MASK
+        del numels
     pair, uniq = _factorize(pair_key)
     del pair_key
     n_pairs = int(uniq.size)
-    first = np.full(n_pairs, n, np.int64)  # each pair's first row
-    np.minimum.at(first, pair, np.arange(n))
     pair_rank = (uniq // (2 * n_names)).astype(np.int64)
     pair_gname = (uniq % (2 * n_names)).astype(np.int64)  # name index, + n_names for the p2p channel
 
-    # Members from the pair's first row that lists them (an importer may list them only once per pair).
-    listed = np.nonzero(pc.is_valid(t.column("group_ranks")).to_numpy(zero_copy_only=False))[0]
-    first_listed = first.copy()
-    first_listed[pair[listed][::-1]] = listed[::-1]
-    first_cols = {name: take(t.column(name), first) for name in ("group_size", "group_desc")}
-    first_cols["group_ranks"] = take(t.column("group_ranks"), first_listed)
+    # Each pair's first row, and the first row of each pair's (rank, group name) that lists the members (an
+    # importer lists them on one row per communicator; a p2p channel's members are its communicator's).
+    first = np.full(n_pairs, n, np.int64)
+    first_listed = np.full(n_pairs, n, np.int64)
+    for i in range(len(batches) - 1, -1, -1):  # later batches first: earlier rows overwrite
+        a, z = bounds[i], bounds[i + 1]
+        first[pair[a:z][::-1]] = np.arange(z - 1, a - 1, -1)
+        valid = batches[i].column("group_ranks").is_valid().to_numpy(zero_copy_only=False)
+        listed = np.flatnonzero(valid)
+        first_listed[pair[a + listed][::-1]] = (a + listed)[::-1]
+    base, _ = _factorize(pair_rank * n_names + pair_gname % n_names)
+    base_listed = np.full(n_pairs, n, np.int64)
+    np.minimum.at(base_listed, base, first_listed)
+    first_listed = base_listed[base]
+    has_list = first_listed < n
+    listed_rows = np.where(has_list, first_listed, first)
+    first_cols = {name: take(table.column(name), _table_rows(row_ids, first)) for name in ("group_size", "group_desc")}
+    first_cols["group_ranks"] = take(table.column("group_ranks"), _table_rows(row_ids, listed_rows))
+    if not has_list.all():
+        first_cols["group_ranks"] = pc.if_else(pa.array(has_list), first_cols["group_ranks"], None)
     specs, pair_comm, world_size = _communicators(
-        first_cols, pair_rank, pair_gname, g_names + [""], world_size_hint, rank
+        first_cols, pair_rank, pair_gname, g_names + [""], world_size_hint, int(rank_max)
     )
     comms = build_comms(specs, world_size)
     n_comms = len(comms)
@@ -377,20 +412,25 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     np.maximum.at(comm_max, pair_comm, pair_maxseq)
     span = np.maximum(comm_max - comm_min + 1, 0)
     if n_comms and int(span.sum()) <= 4 * n + 1_000_000:
-        base = np.concatenate([[0], np.cumsum(span)[:-1]])
-        pos = (base - comm_min)[pair_comm][pair]
-        pos += seq
+        base_pos = np.concatenate([[0], np.cumsum(span)[:-1]])
         n_pos = int(span.sum())
+        pos = np.empty(n, np.int32 if n_pos < 1 << 31 else np.int64)
+        pair_off = (base_pos - comm_min)[pair_comm]
+        for i in range(len(batches)):
+            a, z = bounds[i], bounds[i + 1]
+            pos[a:z] = pair_off[pair[a:z]] + seq[a:z]
         pos_comm = np.repeat(np.arange(n_comms), span)
     else:
         pos, uniq_pos = pd.factorize(pair_comm[pair] * (1 << 40) + seq)
         pos = pos.astype(np.int64)
         n_pos = int(uniq_pos.size)
         pos_comm = (uniq_pos >> 40).astype(np.int64)
+    # Positions whose members disagree: compare each row with one reference row per position.
     ref_sig = np.zeros(n_pos, np.int64)
     ref_sig[pos] = sig
-    bad_pos = np.unique(pos[sig != ref_sig[pos]])
+    bad = [pos[a:z][sig[a:z] != ref_sig[pos[a:z]]] for a, z in zip(bounds[:-1], bounds[1:])]
     del ref_sig
+    bad_pos = np.unique(np.concatenate(bad)) if bad else np.zeros(0, np.int64)
     bad_flag = np.zeros(n_pos, bool)
     bad_flag[bad_pos] = True
     comm_bad = np.bincount(pos_comm[bad_pos], minlength=n_comms)
@@ -410,7 +450,9 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     # the rank issued a later call elsewhere: a rank blocks in one call at a time, so it has at most one
     # call in flight.
     done = state == COMPLETED
-    last = seq == pair_maxseq[pair]
+    last = np.empty(n, bool)
+    for a, z in zip(bounds[:-1], bounds[1:]):
+        np.equal(seq[a:z], pair_maxseq[pair[a:z]], out=last[a:z])
     unknown = state == UNKNOWN
     tail = np.zeros(0, np.int64)
     if unknown.any():
@@ -421,8 +463,9 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         med = _upper_median_per_comm(pair_comm, pair_maxseq, n_comms)
         done[tail] = (seq[tail] < med[pair_comm[pair[tail]]]) & ~bad_flag[pos[tail]]
         # "Later" is the issue time, or the row order for a rank without times (traces are written in order).
-        when = pc.fill_null(take(t.column("t_issue"), tail), np.nan).to_numpy(zero_copy_only=False).astype(float)
-        rk = rank[tail]
+        when = pc.fill_null(take(table.column("t_issue"), _table_rows(row_ids, tail)), np.nan)
+        when = when.to_numpy(zero_copy_only=False).astype(float)
+        rk = rank[tail].astype(np.int64)
         untimed = np.zeros(int(rk.max()) + 1, bool)
         untimed[rk[np.isnan(when)]] = True
         when = np.where(untimed[rk], tail.astype(float), when)
@@ -470,6 +513,10 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     )
 
 
+def _table_rows(row_ids: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
+    return rows if row_ids is None else row_ids[rows]
+
+
 def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(codes, uniques) of non-negative int keys; a dense lookup when their range is small (it is: rank x
     group name), a hash otherwise."""
@@ -501,11 +548,14 @@ def _communicators(
     pair_gname: np.ndarray,
     names: list[str],
     world_size_hint: int,
-    rank: np.ndarray,
+    rank_max: int,
 ) -> tuple[list[CommSpec], np.ndarray, int]:
-    """Key each (rank, group name) pair by (name, member set); pairs without members join the one
-    communicator of that name that lists their rank, else a communicator of the ranks reporting the name."""
+    """Key each (rank, group name) pair by (name, member set). A pair whose rank and name list no members
+    joins the one member set of that name that holds its rank; failing that, a communicator of the ranks
+    reporting the name. `first["group_ranks"]` is each pair's listing, null where its rank gave none."""
     n_pairs = len(pair_rank)
+    n_names = len(names)
+    base_name = (pair_gname % n_names).tolist()
     lst = first["group_ranks"]
     lengths = pc.fill_null(pc.list_value_length(lst), -1).to_numpy().astype(np.int64)
     flat = pc.list_flatten(lst).to_numpy().astype(np.int64)
@@ -516,66 +566,53 @@ def _communicators(
     sizes = pc.fill_null(first["group_size"], 0).to_numpy(zero_copy_only=False).astype(np.int64)
     descs = first["group_desc"].to_pylist()
 
-    keys: dict[tuple[int, int, int], int] = {}
-    pair_key = np.empty(n_pairs, np.int64)
-    rep: list[int] = []
-    for p, k in enumerate(zip(pair_gname.tolist(), lengths.tolist(), h.tolist())):
-        if k[1] < 0:
-            k = (k[0], -1, 0)
-        if k not in keys:
-            keys[k] = len(rep)
-            rep.append(p)
-        pair_key[p] = keys[k]
-    key_list = list(keys)
-    member_sets: list[tuple[int, ...] | None] = [
-        tuple(sorted(lst[rep[i]].as_py())) if k[1] >= 0 else None for i, k in enumerate(key_list)
-    ]
+    # Member sets, by (base name, length, hash); and per name, which sets hold each rank.
+    member_sets: dict[tuple[int, int, int], tuple[int, ...]] = {}
+    holding: dict[int, dict[int, list[tuple[int, int, int]]]] = {}
+    pair_set: list[tuple[int, int, int] | None] = [None] * n_pairs
+    for p in np.flatnonzero(lengths >= 0).tolist():
+        k = (base_name[p], int(lengths[p]), int(h[p]))
+        pair_set[p] = k
+        if k not in member_sets:
+            members = tuple(sorted(lst[p].as_py()))
+            member_sets[k] = members
+            d = holding.setdefault(k[0], {})
+            for r in members:
+                d.setdefault(r, []).append(k)
+    ranks = pair_rank.tolist()
+    for p in range(n_pairs):
+        if pair_set[p] is None:
+            cands = holding.get(base_name[p], {}).get(ranks[p], [])
+            if len(cands) == 1:
+                pair_set[p] = cands[0]
     world = max(
-        [world_size_hint, int(rank.max()) + 1 if rank.size else 0, int(sizes.max()) if sizes.size else 0]
-        + [m[-1] + 1 for m in member_sets if m]
+        [world_size_hint, rank_max + 1, int(sizes.max()) if sizes.size else 0]
+        + [m[-1] + 1 for m in member_sets.values() if m]
     )
 
-    # Resolve pairs whose trace gave no members.
-    known_by_name: dict[int, dict[int, list[int]]] = {}
-    for i, (k, m) in enumerate(zip(key_list, member_sets)):
-        if m is not None:
-            d = known_by_name.setdefault(k[0], {})
-            for r in m:
-                d.setdefault(r, []).append(i)
-    final_key = pair_key.copy()
-    unknown_keys = [i for i, m in enumerate(member_sets) if m is None]
+    # Communicators: (name with its p2p flag, member set); pairs with no member set share one per name.
+    gnames = pair_gname.tolist()
+    comm_of: dict[tuple[int, tuple[int, int, int] | None], int] = {}
+    pair_comm = np.empty(n_pairs, np.int64)
     reporters: dict[int, list[int]] = {}
-    if unknown_keys:
-        unknown_set = set(unknown_keys)
-        for p in range(n_pairs):
-            k = int(pair_key[p])
-            if k in unknown_set:
-                cands = known_by_name.get(key_list[k][0], {}).get(int(pair_rank[p]), [])
-                if len(cands) == 1:
-                    final_key[p] = cands[0]
-                else:
-                    reporters.setdefault(k, []).append(int(pair_rank[p]))
-
-    used = sorted(set(final_key.tolist()))
-    remap = {k: i for i, k in enumerate(used)}
-    specs: list[CommSpec] = []
     desc_of: dict[int, str | None] = {}
     size_of: dict[int, int] = {}
     for p in range(n_pairs):
-        k = int(final_key[p])
-        if desc_of.get(k) is None:
-            desc_of[k] = descs[p]
-        size_of[k] = max(size_of.get(k, 0), int(sizes[p]))
-    for k in used:
-        name = names[key_list[k][0] % len(names)]
-        m = member_sets[k]
+        c = comm_of.setdefault((gnames[p], pair_set[p]), len(comm_of))
+        pair_comm[p] = c
+        if pair_set[p] is None:
+            reporters.setdefault(c, []).append(ranks[p])
+        if desc_of.get(c) is None:
+            desc_of[c] = descs[p]
+        size_of[c] = max(size_of.get(c, 0), int(sizes[p]))
+    specs: list[CommSpec] = []
+    for (gname, mkey), c in comm_of.items():  # in order of first appearance
+        m = member_sets[mkey] if mkey is not None else None
         known = m is not None
         if m is None:
-            m = tuple(sorted(set(reporters.get(k, []))))
-            if size_of.get(k, 0) == world and world > len(m):
+            m = tuple(sorted(set(reporters.get(c, []))))
+            if size_of.get(c, 0) == world and world > len(m):
                 m, known = tuple(range(world)), True  # a world-sized group: every rank is a member
-        specs.append(CommSpec(name=name, desc=desc_of.get(k), members=m, members_known=known,
-                              p2p=key_list[k][0] >= len(names),
-                              size=max(size_of.get(k, 0), len(m))))
-    pair_comm = np.array([remap[int(k)] for k in final_key.tolist()], dtype=np.int64)
+        specs.append(CommSpec(name=names[gname % n_names], desc=desc_of.get(c), members=m, members_known=known,
+                              p2p=gname >= n_names, size=max(size_of.get(c, 0), len(m))))
     return specs, pair_comm, world

@@ -50,9 +50,6 @@ NEWEST_KNOWN_VERSION = (2, 10)
 _SNIFF_BYTES = 4096
 _RANK_RE = re.compile(r"(\d+)(?:\.(?:json|pkl|pickle))?$")
 _PARALLEL_MIN_FILES = 64
-# group_ranks is a per-row list; a 1024-rank world group would repeat 1024 ranks on every one of its
-# rows. Above this many list elements in all, only each (rank, group)'s first row carries the list.
-GROUP_RANKS_BUDGET = 8_000_000
 
 P2P_OPS = frozenset({"send", "recv"})
 _GATHER_OPS = ("all_gather", "all_gather_coalesced")  # output = group size x input
@@ -60,6 +57,7 @@ _SCATTER_OPS = ("reduce_scatter", "reduce_scatter_coalesced")  # input = group s
 
 _shapes = pa.list_(pa.list_(pa.int64()))
 _ints = pa.list_(pa.int64())
+_dict = pa.dictionary(pa.int32(), pa.string())
 # What a worker returns per file: every per-row column already in its final form, except the group
 # (pg_key indexes the file's own (pg name, pg desc) list) and the peer (still group-local).
 _PART = pa.schema(
@@ -67,17 +65,17 @@ _PART = pa.schema(
         ("rank", pa.int64()),
         ("pg_key", pa.int32()),
         ("seq", pa.int64()),
-        ("op", pa.string()),
-        ("dtype", pa.string()),
+        ("op", _dict),
+        ("dtype", _dict),
         ("in_shapes", _shapes),
         ("out_shapes", _shapes),
         ("in_numel", pa.int64()),
         ("out_numel", pa.int64()),
         ("peer_local", pa.int64()),
         ("t_issue", pa.float64()),
-        ("state", pa.string()),
+        ("state", _dict),
         ("record_id", pa.int64()),
-        ("call_site", pa.string()),
+        ("call_site", _dict),
     ]
 )
 
@@ -651,38 +649,50 @@ def resolve_groups(
 # ----------------------------------------------------------------------------------------------------
 @dataclass
 class _GroupColumns:
-    """Per-group values as Arrow arrays, built once and taken per file."""
+    """Per-group values, built once and gathered per file: ids and descriptions as dictionaries."""
 
     id: pa.Array
+    desc_index: np.ndarray  # group -> index into desc, -1 for none
     desc: pa.Array
     size: pa.Array
+    where: list[dict[int, int] | None]  # group -> {rank: its index among the members}, built on first use
 
     @classmethod
     def of(cls, groups: list[_Group]) -> "_GroupColumns":
+        descs = list(dict.fromkeys(g.desc for g in groups if g.desc is not None))
+        at = {d: i for i, d in enumerate(descs)}
         return cls(
             pa.array([g.id for g in groups], pa.string()),
-            pa.array([g.desc for g in groups], pa.string()),
+            np.array([at.get(g.desc, -1) for g in groups], np.int32),
+            pa.array(descs, pa.string()),
             pa.array([g.size for g in groups], pa.int64()),
+            [None] * len(groups),
         )
 
+    def index_in(self, groups: list[_Group], g: int, rank: int) -> int | None:
+        if self.where[g] is None:
+            self.where[g] = {r: i for i, r in enumerate(groups[g].ranks)}
+        return self.where[g].get(rank)  # type: ignore[union-attr]
 
-def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _GroupColumns, ranks_on_every_row: bool) -> pa.Table:
-    """One file's rows in the collectives schema: its own columns plus the group columns of its pairs."""
+
+def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _GroupColumns, listed: set[int]) -> pa.Table:
+    """One file's rows in the collectives schema: its own columns plus the group columns of its pairs.
+    A group's members are listed once in all (schema: group_ranks), on the first row that reports it;
+    `listed` holds the groups listed so far."""
     t = p.table
     n = t.num_rows
     key = t.column("pg_key").to_numpy()
-    gi = pa.array(np.array(pair_group, np.int32)[key])
-    ranks_of_key = [groups[g].ranks for g in pair_group]
-    rank_in = [r.index(p.rank) if p.rank in r else None for r in ranks_of_key]
-    if ranks_on_every_row:
-        group_ranks = pa.array([list(r) for r in ranks_of_key], _ints).take(pa.array(key))
-    else:  # only each key's first row carries the members
-        lengths = np.zeros(n, np.int64)
-        lengths[p.pg_first] = [len(r) for r in ranks_of_key]
-        offsets = np.zeros(n + 1, np.int32)
-        np.cumsum(lengths, out=offsets[1:])
-        flat = [x for k in np.argsort(p.pg_first, kind="stable") for x in ranks_of_key[k]]
-        group_ranks = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()), mask=pa.array(lengths == 0))
+    gi = np.array(pair_group, np.int32)[key]
+    new = [k for k, g in enumerate(pair_group) if g not in listed and p.pg_rows[k]]
+    listed.update(pair_group[k] for k in new)
+    lengths = np.zeros(n, np.int64)
+    if new:
+        lengths[[p.pg_first[k] for k in new]] = [len(groups[pair_group[k]].ranks) for k in new]
+    offsets = np.zeros(n + 1, np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    flat = [r for k in sorted(new, key=lambda k: p.pg_first[k]) for r in groups[pair_group[k]].ranks]
+    group_ranks = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()), mask=pa.array(lengths == 0))
+    rank_in = pa.array([gcols.index_in(groups, g, p.rank) for g in pair_group], pa.int64())
     peers = t.column("peer_local")
     if peers.null_count < n:  # group-local p2p peers -> global ranks
         local = peers.to_pylist()
@@ -691,18 +701,19 @@ def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _
             g = groups[pair_group[k]]
             glob.append(g.ranks[loc] if loc is not None and g.complete and 0 <= loc < len(g.ranks) else None)
         peers = pa.array(glob, pa.int64())
+    desc = gcols.desc_index[gi]
     cols = {
-        "host": pa.nulls(n, pa.string()),
+        "host": pa.nulls(n, _dict),
         "rank": t.column("rank"),
         "pid": pa.nulls(n, pa.int64()),
-        "group": gcols.id.take(gi),
-        "group_desc": gcols.desc.take(gi),
+        "group": pa.DictionaryArray.from_arrays(pa.array(gi), gcols.id),
+        "group_desc": pa.DictionaryArray.from_arrays(pa.array(desc, mask=desc < 0), gcols.desc),
         "group_ranks": group_ranks,
-        "group_size": gcols.size.take(gi),
-        "rank_in_group": pa.array(rank_in, pa.int64()).take(pa.array(key)),
+        "group_size": gcols.size.take(pa.array(gi)),
+        "rank_in_group": rank_in.take(pa.array(key)),
         "seq": t.column("seq"),
         "op": t.column("op"),
-        "reduce_op": pa.nulls(n, pa.string()),
+        "reduce_op": pa.nulls(n, _dict),
         "dtype": t.column("dtype"),
         "in_shapes": t.column("in_shapes"),
         "out_shapes": t.column("out_shapes"),
@@ -711,7 +722,7 @@ def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _
         "peer": peers,
         "t_issue": t.column("t_issue"),
         "state": t.column("state"),
-        "source": pa.repeat(pa.scalar(SOURCE), n),
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(n, np.int32)), pa.array([SOURCE])),
         "record_id": t.column("record_id"),
         "call_site": t.column("call_site"),
     }
@@ -724,18 +735,11 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
     pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
     implied = [s for p in parsed for s in p.pg_implied]
     groups, pair_group = resolve_groups(pairs, parsed, implied, world, notes)
-    rows_per_pair = [c for p in parsed for c in p.pg_rows]
-    total = sum(len(groups[g].ranks) * c for g, c in zip(pair_group, rows_per_pair))
-    every_row = total <= GROUP_RANKS_BUDGET
-    if not every_row:
-        notes.append(
-            f"group_ranks given once per rank and group (on its first row), not on all {sum(rows_per_pair)} rows: "
-            f"repeating it would take {total} list elements"
-        )
     parts, at = [], 0
     gcols = _GroupColumns.of(groups)
+    listed: set[int] = set()
     for p in parsed:
-        parts.append(_file_rows(p, pair_group[at : at + len(p.pg_keys)], groups, gcols, every_row))
+        parts.append(_file_rows(p, pair_group[at : at + len(p.pg_keys)], groups, gcols, listed))
         at += len(p.pg_keys)
     return pa.concat_tables(parts), groups
 

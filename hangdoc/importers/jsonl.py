@@ -407,10 +407,29 @@ class _Reader:
         return [self.rows[i] for i in sorted(latest.values())]
 
 
+def _listed_once(groups: tuple, members: tuple) -> list[list[int] | None]:
+    """group_ranks on the first row of each communicator (group name + member set) only, as the schema
+    allows: a large group repeated on every row costs more than the rest of the row."""
+    out: list[list[int] | None] = [None] * len(members)
+    seen_obj: set[int] = set()  # member lists are shared between a (rank, group)'s rows
+    seen: set[tuple[str, tuple[int, ...]]] = set()
+    for i, m in enumerate(members):
+        if m is None or id(m) in seen_obj:
+            continue
+        seen_obj.add(id(m))
+        key = (groups[i], tuple(m))
+        if key not in seen:
+            seen.add(key)
+            out[i] = m
+    return out
+
+
 def _table(rows: list[tuple[Any, ...]]) -> pa.Table:
     columns = list(zip(*rows)) if rows else [() for _ in _COLUMNS]
+    at = _COLUMNS.index("group_ranks")
+    columns[at] = _listed_once(columns[_COLUMNS.index("group")], columns[at])
     arrays = {name: pa.array(col, type=COLLECTIVES.field(name).type) for name, col in zip(_COLUMNS, columns)}
-    arrays["source"] = pa.array([SOURCE] * len(rows), type=pa.string())
+    arrays["source"] = pa.DictionaryArray.from_arrays(pa.array([0] * len(rows), pa.int32()), pa.array([SOURCE]))
     return pa.table(arrays)
 
 

@@ -16,6 +16,7 @@ import pytest
 
 from hangdoc.importers import flight_recorder as fr
 from hangdoc.importers import load_inputs
+from hangdoc.schema import group_members
 
 pytest.importorskip("torch")
 pytestmark = pytest.mark.integration
@@ -57,8 +58,12 @@ def test_live_gloo_mismatch_dumps_are_read(tmp_path: Path) -> None:
         n = len(fr.load_dump(tmp_path / "fr-gloo-mismatch" / f"nccl_trace_rank_{rank}")["entries"])
         assert len(mine) == n > 0
 
-    members = {r["group_desc"]: tuple(r["group_ranks"]) for r in rows}
-    assert members == {"default_pg": (0, 1, 2, 3), "tp:0": (0, 1), "tp:1": (2, 3), "dp:0": (0, 2), "dp:1": (1, 3)}
+    listed = sorted((r["group_desc"], tuple(r["group_ranks"])) for r in rows if r["group_ranks"] is not None)
+    members = dict(listed)  # each group's members are listed once
+    assert len(listed) == len(members) and members == {
+        "default_pg": (0, 1, 2, 3), "tp:0": (0, 1), "tp:1": (2, 3), "dp:0": (0, 2), "dp:1": (1, 3)}
+    by_rank = group_members(bundle.table("collectives"))
+    assert all(by_rank[(r["rank"], r["group"])] == members[r["group_desc"]] for r in rows)
     for rank, mine in per_rank.items():
         for desc in members:
             seqs = [r["seq"] for r in mine if r["group_desc"] == desc]

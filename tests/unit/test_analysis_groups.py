@@ -98,17 +98,36 @@ def test_members_listed_only_on_a_later_row_of_a_pair():
     assert sorted(c.members for c in view.comms) == [(0, 1), (2, 3)]
 
 
+def test_members_listed_once_per_communicator():
+    """The schema lists a communicator's members on one row; every other row (other ranks, the p2p channel)
+    joins the member set of its group name that holds its rank, even where two sets share the name."""
+    rows = []
+    for r in range(8):
+        pair_rows = history(r, "tp:0", 3, ranks=[r // 4 * 4 + i for i in range(4)])
+        if r % 4:
+            for row in pair_rows:
+                row["group_ranks"] = None
+        rows += pair_rows
+    rows += [call(0, "tp:0", 1, "send", peer=1, ranks=None), call(1, "tp:0", 1, "recv", peer=0, ranks=None)]
+    view = build(table(rows))
+    main = sorted((c.members, c.members_known) for c in view.comms if not c.p2p)
+    assert main == [((0, 1, 2, 3), True), ((4, 5, 6, 7), True)]
+    (p2p,) = [c for c in view.comms if c.p2p]
+    assert p2p.members == (0, 1, 2, 3) and p2p.id == "tp:0/p2p"
+    assert view.missing_ranks == ()
+
+
 def test_dictionary_encoded_columns_give_the_same_view():
-    """Parquet keeps string columns dictionary-encoded; read that way they need no re-encoding."""
+    """Bundles hold string columns dictionary-encoded; a hand-built table of plain strings reads the same."""
     import pyarrow as pa
 
     rows = []
     for r in range(8):
         rows += history(r, "tp:0", 5, ranks=[r // 4 * 4 + i for i in range(4)], last_state="started")
     rows[3]["op"] = "broadcast"
-    plain = table(rows)
-    encoded = pa.table({n: (plain.column(n).dictionary_encode() if pa.types.is_string(plain.column(n).type)
-                            else plain.column(n)) for n in plain.column_names})
+    encoded = table(rows)
+    plain = pa.table({n: (encoded.column(n).cast(pa.string()) if pa.types.is_dictionary(encoded.column(n).type)
+                          else encoded.column(n)) for n in encoded.column_names})
     a, b = build(plain), build(encoded)
     assert (a.sig == b.sig).all() and (a.pair == b.pair).all() and (a.done == b.done).all()
     assert [c.id for c in a.comms] == [c.id for c in b.comms]

@@ -11,7 +11,7 @@ import pytest
 
 from hangdoc.bundle import Bundle
 from hangdoc.importers import load_inputs
-from hangdoc.schema import MANIFEST_NAME
+from hangdoc.schema import MANIFEST_NAME, group_members
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
@@ -56,7 +56,10 @@ def test_generator_reproduces_committed_files(regenerated: Path) -> None:
 
 
 def _calls(name: str) -> list[dict]:
-    return load_inputs([FIXTURES / name]).table("collectives").to_pylist()
+    """Rows, each with its communicator's members (the table lists them once per communicator)."""
+    table = load_inputs([FIXTURES / name]).table("collectives")
+    members = group_members(table)
+    return [{**r, "members": members.get((r["rank"], r["group"]))} for r in table.to_pylist()]
 
 
 def _last(calls: list[dict]) -> dict[tuple[int, str], dict]:
@@ -73,7 +76,7 @@ def test_seed001_is_the_seed_scenario() -> None:
     calls = _calls("seed001-tp4-dp2")
     assert {c["rank"] for c in calls} == set(range(8))
     assert {c["group"] for c in calls} == {"tp:0", "dp:0"}  # every rank names its groups alike, as vLLM does
-    members = {(c["rank"], c["group"]): tuple(c["group_ranks"]) for c in calls}
+    members = {(c["rank"], c["group"]): c["members"] for c in calls}
     for rank in range(8):
         dp, tp = divmod(rank, 4)
         assert members[(rank, "tp:0")] == tuple(range(dp * 4, dp * 4 + 4))
@@ -111,11 +114,11 @@ def test_healthy_is_consistent_and_complete() -> None:
     assert calls and all(c["state"] == "completed" for c in calls)
     by_position: dict[tuple[str, tuple[int, ...], int], set] = {}
     for c in calls:
-        key = (c["group"], tuple(c["group_ranks"]), c["seq"])
+        key = (c["group"], c["members"], c["seq"])
         by_position.setdefault(key, set()).add((c["op"], c["reduce_op"], c["dtype"], c["in_numel"]))
-        assert c["rank"] in c["group_ranks"]
+        assert c["rank"] in c["members"]
     assert all(len(ops) == 1 for ops in by_position.values())
-    counts = Counter((c["group"], tuple(c["group_ranks"]), c["seq"]) for c in calls)
+    counts = Counter((c["group"], c["members"], c["seq"]) for c in calls)
     assert set(counts.values()) == {2}  # both members of every 2-rank group recorded every position
 
 
@@ -150,5 +153,5 @@ def test_order_inversion_fixture() -> None:
 def test_missing_rank_fixture() -> None:
     calls = _calls("missing-rank")
     assert {c["rank"] for c in calls} == {0, 1, 2}
-    assert all(c["group_ranks"] == [0, 1, 2, 3] for c in calls)
+    assert all(c["members"] == (0, 1, 2, 3) for c in calls)
     assert {(c["rank"], c["seq"]) for c in calls if c["state"] == "started"} == {(0, 42), (1, 42), (2, 42)}

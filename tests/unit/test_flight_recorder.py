@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
+import pyarrow as pa
+
 from hangdoc.importers import flight_recorder as fr
 from hangdoc.importers import load_inputs
+from hangdoc.schema import group_members
 from fr_synthetic import VERSIONS, Call, dump, write_rank
 
 WORLD = {"0": ("default_pg", [0, 1, 2, 3])}
@@ -19,6 +22,10 @@ TP = {"1": ("tp:0", [0, 1]), "2": ("tp:1", [2, 3])}
 def read_dir(d: Path) -> tuple[list[dict], list[str]]:
     bundle = fr.read(sorted(d.iterdir()))
     return bundle.table("collectives").to_pylist(), bundle.notes
+
+
+def members(rows: list[dict]) -> dict[tuple[int, str], tuple[int, ...]]:
+    return group_members(pa.Table.from_pylist(rows))
 
 
 def steady(rank: int, backend: str = "nccl") -> list[Call]:
@@ -55,7 +62,7 @@ def test_each_layout_gives_the_same_rows(tmp_path: Path, version: str, form: str
     # dtypes were added in "2.x"; "1.5" has none
     want = [None] * 5 if version == "1.5" else ["float32", "bfloat16", "float32", "float16", "bfloat16"]
     assert [r["dtype"] for r in r0] == want
-    assert {tuple(r["group_ranks"]) for r in got if r["group"] == "2"} == {(2, 3)}
+    assert {m for (_, g), m in members(got).items() if g == "2"} == {(2, 3)}
     assert {r["group_desc"] for r in got} == {"default_pg", "tp:0", "tp:1"}
     assert r0[0]["t_issue"] == pytest.approx(1.7e9)
     collector = fr.read(sorted(tmp_path.iterdir())).manifest["collectors"]["flight-recorder"]
@@ -186,9 +193,10 @@ def test_broken_pg_config_members_and_sizes_come_from_all_ranks_entries(tmp_path
     for rank in range(3):
         write_rank(tmp_path, rank, dump(steady(rank, "gloo"), "2.10", None))
     got, notes = read_dir(tmp_path)
-    world = {tuple(r["group_ranks"]) for r in got if r["group"] == "0"}
+    m = members(got)
+    world = {m[(r["rank"], r["group"])] for r in got if r["group"] == "0"}
     assert world == {(0, 1, 2, 3)}  # all_gather [4] -> [16] says 4 members
-    assert {(r["group"], tuple(r["group_ranks"]), r["group_size"]) for r in got if r["group"] != "0"} == {
+    assert {(r["group"], m[(r["rank"], r["group"])], r["group_size"]) for r in got if r["group"] != "0"} == {
         ("1", (0, 1), 2),
         ("2", (2,), 1),  # tp:1 has no gather to size it: only its reporting rank is known
     }
@@ -200,10 +208,11 @@ def test_broken_pg_config_members_and_sizes_come_from_all_ranks_entries(tmp_path
 def test_one_pg_name_with_two_member_sets_becomes_two_groups(tmp_path: Path) -> None:
     # split_group gives every color the same name; pg_config tells the member sets apart
     for rank in range(4):
-        members = [0, 1] if rank < 2 else [2, 3]
-        write_rank(tmp_path, rank, dump([Call(("5", "split"), "all_reduce", 1)], "2.10", {"5": ("split", members)}))
+        mine = [0, 1] if rank < 2 else [2, 3]
+        write_rank(tmp_path, rank, dump([Call(("5", "split"), "all_reduce", 1)], "2.10", {"5": ("split", mine)}))
     got, _ = read_dir(tmp_path)
-    assert {r["rank"]: (r["group"], tuple(r["group_ranks"]), r["rank_in_group"]) for r in got} == {
+    m = members(got)
+    assert {r["rank"]: (r["group"], m[(r["rank"], r["group"])], r["rank_in_group"]) for r in got} == {
         0: ("5#0", (0, 1), 0),
         1: ("5#0", (0, 1), 1),
         2: ("5#2", (2, 3), 0),
@@ -289,21 +298,23 @@ def test_parallel_parsing_gives_the_same_table(tmp_path: Path, monkeypatch: pyte
     assert threaded.table("collectives").equals(serial.table("collectives"))
 
 
-def test_group_ranks_only_on_first_rows_when_too_big(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_group_ranks_listed_once_per_group_on_its_first_row(tmp_path: Path) -> None:
     for rank in range(4):
         write_rank(tmp_path, rank, dump(steady(rank), "2.10", {**WORLD, **TP}))
-    monkeypatch.setattr(fr, "GROUP_RANKS_BUDGET", 10)
-    got, notes = read_dir(tmp_path)
-    seen: set[tuple[int, str]] = set()
-    for r in got:
-        key = (r["rank"], r["group"])
-        if key in seen:
-            assert r["group_ranks"] is None
-        else:
-            assert r["group_ranks"] == ([0, 1, 2, 3] if r["group"] == "0" else ([0, 1] if r["group"] == "1" else [2, 3]))
-            seen.add(key)
-        assert r["group_size"] in (2, 4)
-    assert any("group_ranks given once per rank and group" in n for n in notes)
+    got, _ = read_dir(tmp_path)
+    listed = [(i, r["rank"], r["group"], r["group_ranks"]) for i, r in enumerate(got) if r["group_ranks"] is not None]
+    first_row = {}
+    for i, r in enumerate(got):
+        first_row.setdefault(r["group"], i)  # rows come in rank order: the lowest member's first call
+    assert listed == [
+        (first_row["0"], 0, "0", [0, 1, 2, 3]),
+        (first_row["1"], 0, "1", [0, 1]),
+        (first_row["2"], 2, "2", [2, 3]),
+    ]
+    assert all(r["group_size"] in (2, 4) and r["rank_in_group"] is not None for r in got)
+    assert members(got) == {
+        (r, g): ((0, 1, 2, 3) if g == "0" else (0, 1) if r < 2 else (2, 3)) for r in range(4) for g in ("0", "1" if r < 2 else "2")
+    }
 
 
 def test_every_c10_dtype_name_maps_to_a_torch_dtype() -> None:

@@ -10,6 +10,7 @@ import pytest
 from hangdoc.errors import InputError
 from hangdoc.importers import flight_recorder as fr
 from hangdoc.importers import load_inputs
+from hangdoc.schema import group_members
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 MISMATCH = FIXTURES / "fr-gloo-mismatch"
@@ -42,8 +43,11 @@ def test_every_fixture_file_is_claimed_and_every_entry_becomes_a_row(path: Path)
 def test_groups_are_inferred_from_entries_since_gloo_pg_config_has_no_ranks(path: Path) -> None:
     assert fr.load_dump(path / "nccl_trace_rank_0")["pg_config"] == {"": {"name": "", "desc": "", "ranks": "[]"}}
     got = rows(path)
-    members = {r["group_desc"]: r["group_ranks"] for r in got}
-    assert members == GROUPS
+    listed = [(r["group_desc"], r["group_ranks"]) for r in got if r["group_ranks"] is not None]
+    assert sorted(listed) == sorted(GROUPS.items())  # each group's members listed once
+    members = group_members(load_inputs([path]).table("collectives"))
+    assert {(rank, r["group"]) for r in got for rank in [r["rank"]]} == set(members)
+    assert all(members[(r["rank"], r["group"])] == tuple(GROUPS[r["group_desc"]]) for r in got)
     for r in got:
         assert r["group_size"] == len(GROUPS[r["group_desc"]])
         assert r["rank_in_group"] == GROUPS[r["group_desc"]].index(r["rank"])
@@ -115,13 +119,14 @@ def test_missing_rank_file_is_a_note_and_the_world_still_counts_it(tmp_path: Pat
     (d / "nccl_trace_rank_2").unlink()
     bundle = load_inputs([d])
     got = bundle.table("collectives").to_pylist()
+    members = group_members(bundle.table("collectives"))
     assert {r["rank"] for r in got} == {0, 1, 3}
     assert any("no Flight Recorder file for rank(s) 2 (world size 4)" in n for n in bundle.notes)
     # the world group's size comes from its all_gather shapes, so rank 2 is still a member
-    assert {tuple(r["group_ranks"]) for r in got if r["group_desc"] == "default_pg"} == {(0, 1, 2, 3)}
+    assert {members[(r["rank"], r["group"])] for r in got if r["group_desc"] == "default_pg"} == {(0, 1, 2, 3)}
     # dp:0 = {0, 2}: only rank 0 is left to report it, its all_gather says 2 members
     dp0 = [r for r in got if r["group_desc"] == "dp:0"]
-    assert {r["group_size"] for r in dp0} == {2} and {tuple(r["group_ranks"]) for r in dp0} == {(0,)}
+    assert {r["group_size"] for r in dp0} == {2} and {members[(r["rank"], r["group"])] for r in dp0} == {(0,)}
     assert any("dp:0" in n and "membership incomplete" in n for n in bundle.notes)
 
 

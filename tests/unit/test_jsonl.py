@@ -12,7 +12,7 @@ import pytest
 from hangdoc.errors import InputError
 from hangdoc.importers import jsonl
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_reduce_op, normalize_state
-from hangdoc.schema import COLLECTIVES
+from hangdoc.schema import COLLECTIVES, group_members
 
 
 def write(path: Path, *objs: Any, raw: list[str] | None = None) -> Path:
@@ -189,11 +189,13 @@ def test_many_ranks_in_one_file_and_a_header_per_rank(tmp_path: Path) -> None:
         {"group": "tp:0", "op": "all_reduce"},
     )
     b = jsonl.read([f])
+    # members are listed once per communicator; rank 1's row belongs to the tp:0 listing that holds it
     assert [(r["rank"], r["seq"], r["group_ranks"], r["rank_in_group"]) for r in rows(b)] == [
         (0, 1, [0, 1], 0),
-        (1, 1, [0, 1], 1),
+        (1, 1, None, 1),
         (2, 1, [2, 3], 0),
     ]
+    assert group_members(b.table("collectives")) == {(0, "tp:0"): (0, 1), (1, "tp:0"): (0, 1), (2, "tp:0"): (2, 3)}
     assert b.notes == [f"{f}: trace header version 2, read as version 1"]
 
 
