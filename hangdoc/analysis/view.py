@@ -12,7 +12,6 @@ from functools import cached_property
 from typing import Iterable, Sequence
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -363,7 +362,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         key += lut["group"][_local_codes(b.column("group"))]
         pair_key[a:z] = key
     if renumber:
-        sig = pd.factorize(sig)[0].astype(np.int64) << _NUMEL_BITS
+        sig = _hash_factorize(sig)[0].astype(np.int64) << _NUMEL_BITS
         sig |= numels & _NUMEL_MASK
         del numels
     pair, uniq = _factorize(pair_key)
@@ -421,7 +420,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
             pos[a:z] = pair_off[pair[a:z]] + seq[a:z]
         pos_comm = np.repeat(np.arange(n_comms), span)
     else:
-        pos, uniq_pos = pd.factorize(pair_comm[pair] * (1 << 40) + seq)
+        pos, uniq_pos = _hash_factorize(pair_comm[pair] * (1 << 40) + seq)
         pos = pos.astype(np.int64)
         n_pos = int(uniq_pos.size)
         pos_comm = (uniq_pos >> 40).astype(np.int64)
@@ -529,8 +528,15 @@ def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         uniq = np.flatnonzero(seen)
         code = np.cumsum(seen, dtype=np.int32 if uniq.size < 1 << 31 else np.int64) - 1
         return code[keys], uniq
-    codes, uniq = pd.factorize(keys)
+    codes, uniq = _hash_factorize(keys)
     return codes.astype(np.int32) if uniq.size < 1 << 31 else codes, uniq
+
+
+def _hash_factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pandas.factorize, imported only for inputs that need it (importing pandas costs a fifth of a second)."""
+    import pandas as pd
+
+    return pd.factorize(keys)
 
 
 def _upper_median_per_comm(pair_comm: np.ndarray, values: np.ndarray, n_comms: int) -> np.ndarray:

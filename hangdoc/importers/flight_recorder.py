@@ -151,8 +151,13 @@ def _parse_ranks(value: Any) -> tuple[int, ...] | None:
     if isinstance(value, (list, tuple)):
         items: list[Any] = list(value)
     elif isinstance(value, str):
-        body = value.strip().strip("[]").strip()
-        items = [x for x in body.split(",") if x.strip()] if body else []
+        try:  # JSON's list syntax, parsed in C (a 16k-rank world group is parsed in every rank file)
+            items = json.loads(value)
+            if type(items) is not list or not all(type(x) is int for x in items):
+                raise ValueError
+        except ValueError:
+            body = value.strip().strip("[]").strip()
+            items = [x for x in body.split(",") if x.strip()] if body else []
     else:
         return None
     try:
@@ -201,8 +206,13 @@ def _call_sites(frames_col: tuple) -> list[str | None]:
             cache[id(fr)] = got
         return got
 
+    by_stack: dict[tuple[int, ...], str | None] = {}  # ... and so are whole stacks (in new lists)
     out: list[str | None] = []
     for frames in frames_col:
+        key = tuple(map(id, frames)) if frames else ()
+        if key in by_stack:
+            out.append(by_stack[key])
+            continue
         site = None
         for fr in frames or ():
             in_library, text = describe(fr)
@@ -211,6 +221,7 @@ def _call_sites(frames_col: tuple) -> list[str | None]:
             if not in_library:
                 site = text
                 break
+        by_stack[key] = site
         out.append(site)
     return out
 
@@ -433,6 +444,9 @@ def fold_coalesced(cols: dict[str, Any]) -> dict[str, list]:
     return {k: [v[i] for i in keep] for k, v in cols.items()}
 
 
+_RANK_SETS: dict[tuple[int, ...], tuple[int, ...]] = {}
+
+
 def _parse_file(path: str, rank: int) -> _Parsed:
     out = _Parsed(rank=rank, path=path)
     try:
@@ -447,7 +461,8 @@ def _parse_file(path: str, rank: int) -> _Parsed:
             name = str(val.get("name", key))
             ranks = _parse_ranks(val.get("ranks"))
             if ranks:
-                out.pg_ranks[name] = ranks
+                # one object per distinct member set, so a chunk of results pickles each set once
+                out.pg_ranks[name] = _RANK_SETS.setdefault(ranks, ranks)
             if val.get("desc") not in (None, ""):
                 out.pg_desc[name] = str(val["desc"])
         out.table, out.pg_keys, out.backends = extract(dump, rank)
@@ -647,70 +662,65 @@ def resolve_groups(
 # ----------------------------------------------------------------------------------------------------
 # assembly
 # ----------------------------------------------------------------------------------------------------
-@dataclass
-class _GroupColumns:
-    """Per-group values, built once and gathered per file: ids and descriptions as dictionaries."""
-
-    id: pa.Array
-    desc_index: np.ndarray  # group -> index into desc, -1 for none
-    desc: pa.Array
-    size: pa.Array
-    where: list[dict[int, int] | None]  # group -> {rank: its index among the members}, built on first use
-
-    @classmethod
-    def of(cls, groups: list[_Group]) -> "_GroupColumns":
-        descs = list(dict.fromkeys(g.desc for g in groups if g.desc is not None))
-        at = {d: i for i, d in enumerate(descs)}
-        return cls(
-            pa.array([g.id for g in groups], pa.string()),
-            np.array([at.get(g.desc, -1) for g in groups], np.int32),
-            pa.array(descs, pa.string()),
-            pa.array([g.size for g in groups], pa.int64()),
-            [None] * len(groups),
-        )
-
-    def index_in(self, groups: list[_Group], g: int, rank: int) -> int | None:
-        if self.where[g] is None:
-            self.where[g] = {r: i for i, r in enumerate(groups[g].ranks)}
-        return self.where[g].get(rank)  # type: ignore[union-attr]
-
-
-def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _GroupColumns, listed: set[int]) -> pa.Table:
-    """One file's rows in the collectives schema: its own columns plus the group columns of its pairs.
-    A group's members are listed once in all (schema: group_ranks), on the first row that reports it;
-    `listed` holds the groups listed so far."""
-    t = p.table
+def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Table, list[_Group]]:
+    """The collectives table: every file's rows plus group columns, resolved over (rank, pg) pairs and
+    gathered onto the rows in one go. A group's members are listed once in all (schema: group_ranks), on
+    the first row of the lowest rank that reports it."""
+    parsed = [p for p in parsed if p.table is not None and p.table.num_rows]
+    pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
+    implied = [s for p in parsed for s in p.pg_implied]
+    groups, pair_group = resolve_groups(pairs, parsed, implied, world, notes)
+    t = pa.concat_tables([p.table for p in parsed])
     n = t.num_rows
-    key = t.column("pg_key").to_numpy()
-    gi = np.array(pair_group, np.int32)[key]
-    new = [k for k, g in enumerate(pair_group) if g not in listed and p.pg_rows[k]]
-    listed.update(pair_group[k] for k in new)
+    rows = np.array([p.table.num_rows for p in parsed], np.int64)
+    row0 = np.concatenate([[0], np.cumsum(rows)[:-1]])  # each file's first row
+    key0 = np.cumsum([0] + [len(p.pg_keys) for p in parsed])[:-1]  # each file's first pair
+    pair = np.concatenate([c.to_numpy() for c in t.column("pg_key").chunks]).astype(np.int64)
+    pair += np.repeat(key0, rows)
+    pair_group_a = np.array(pair_group, np.int32)
+    gi = pair_group_a[pair]
+
+    # group_ranks: the first row of each group's first pair (pairs come in rank order)
+    keys_per_file = [len(p.pg_keys) for p in parsed]
+    pair_first_row = np.array([f for p in parsed for f in p.pg_first], np.int64) + np.repeat(row0, keys_per_file)
+    first_pair = {}
+    for k, g in enumerate(pair_group):
+        first_pair.setdefault(g, k)
+    listed_rows = pair_first_row[list(first_pair.values())]
+    order = np.argsort(listed_rows)
+    listed_groups = [groups[g] for g in first_pair]
     lengths = np.zeros(n, np.int64)
-    if new:
-        lengths[[p.pg_first[k] for k in new]] = [len(groups[pair_group[k]].ranks) for k in new]
+    lengths[listed_rows] = [len(g.ranks) for g in listed_groups]
     offsets = np.zeros(n + 1, np.int32)
     np.cumsum(lengths, out=offsets[1:])
-    flat = [r for k in sorted(new, key=lambda k: p.pg_first[k]) for r in groups[pair_group[k]].ranks]
-    group_ranks = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat, pa.int64()), mask=pa.array(lengths == 0))
-    rank_in = pa.array([gcols.index_in(groups, g, p.rank) for g in pair_group], pa.int64())
+    flat = np.fromiter((r for i in order.tolist() for r in listed_groups[i].ranks), np.int64)
+    group_ranks = pa.ListArray.from_arrays(pa.array(offsets), pa.array(flat), mask=pa.array(lengths == 0))
+
+    where: dict[int, dict[int, int]] = {}  # group -> {rank: its index among the members}
+    rank_in = []
+    for (rank, _, _), g in zip(pairs, pair_group):
+        if g not in where:
+            where[g] = {r: i for i, r in enumerate(groups[g].ranks)}
+        rank_in.append(where[g].get(rank))
+    descs = list(dict.fromkeys(g.desc for g in groups if g.desc is not None))
+    desc_at = {d: i for i, d in enumerate(descs)}
+    desc = np.array([desc_at.get(g.desc, -1) for g in groups], np.int32)[gi]
     peers = t.column("peer_local")
     if peers.null_count < n:  # group-local p2p peers -> global ranks
-        local = peers.to_pylist()
         glob = []
-        for k, loc in zip(key.tolist(), local):
-            g = groups[pair_group[k]]
-            glob.append(g.ranks[loc] if loc is not None and g.complete and 0 <= loc < len(g.ranks) else None)
+        for g, loc in zip(gi.tolist(), peers.to_pylist()):
+            grp = groups[g]
+            glob.append(grp.ranks[loc] if loc is not None and grp.complete and 0 <= loc < len(grp.ranks) else None)
         peers = pa.array(glob, pa.int64())
-    desc = gcols.desc_index[gi]
     cols = {
         "host": pa.nulls(n, _dict),
         "rank": t.column("rank"),
         "pid": pa.nulls(n, pa.int64()),
-        "group": pa.DictionaryArray.from_arrays(pa.array(gi), gcols.id),
-        "group_desc": pa.DictionaryArray.from_arrays(pa.array(desc, mask=desc < 0), gcols.desc),
+        "group": pa.DictionaryArray.from_arrays(pa.array(gi), pa.array([g.id for g in groups], pa.string())),
+        "group_desc": pa.DictionaryArray.from_arrays(pa.array(desc, mask=desc < 0), pa.array(descs, pa.string())),
         "group_ranks": group_ranks,
-        "group_size": gcols.size.take(pa.array(gi)),
-        "rank_in_group": rank_in.take(pa.array(key)),
+        "group_size": pa.array(np.array([g.size for g in groups], np.int64)[gi]),
+        "rank_in_group": pa.array(rank_in, pa.int64()).take(pa.array(pair)),
         "seq": t.column("seq"),
         "op": t.column("op"),
         "reduce_op": pa.nulls(n, _dict),
@@ -726,22 +736,7 @@ def _file_rows(p: _Parsed, pair_group: list[int], groups: list[_Group], gcols: _
         "record_id": t.column("record_id"),
         "call_site": t.column("call_site"),
     }
-    return pa.table(cols, schema=COLLECTIVES)
-
-
-def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Table, list[_Group]]:
-    """The collectives table: each file's rows plus group columns, resolved over (rank, pg) pairs."""
-    parsed = [p for p in parsed if p.table is not None and p.table.num_rows]
-    pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
-    implied = [s for p in parsed for s in p.pg_implied]
-    groups, pair_group = resolve_groups(pairs, parsed, implied, world, notes)
-    parts, at = [], 0
-    gcols = _GroupColumns.of(groups)
-    listed: set[int] = set()
-    for p in parsed:
-        parts.append(_file_rows(p, pair_group[at : at + len(p.pg_keys)], groups, gcols, listed))
-        at += len(p.pg_keys)
-    return pa.concat_tables(parts), groups
+    return pa.table(cols, schema=COLLECTIVES), groups
 
 
 def _version_tuple(version: Any) -> tuple[int, int] | None:
