@@ -40,6 +40,26 @@ def _new_manifest() -> dict[str, Any]:
     }
 
 
+def _null_columns(meta: pq.FileMetaData) -> set[str]:
+    """Top-level columns whose statistics say every row is null (a 30M-row all-null int64 column still
+    reads as 240 MB of zeros)."""
+    if meta.num_row_groups == 0 or meta.num_rows == 0:
+        return set()
+    out = set()
+    for j in range(meta.num_columns):
+        path = meta.schema.column(j).path
+        if "." in path:
+            continue  # a nested leaf: its null count is not the column's
+        for i in range(meta.num_row_groups):
+            col = meta.row_group(i).column(j)
+            stats = col.statistics if col.is_stats_set else None
+            if stats is None or not stats.has_null_count or stats.null_count != meta.row_group(i).num_rows:
+                break
+        else:
+            out.add(path)
+    return out
+
+
 @dataclass
 class Bundle:
     """Tables by name plus the manifest. Tables always conform to schema.TABLES."""
@@ -75,8 +95,12 @@ class Bundle:
                 continue
             try:
                 # Dictionary columns straight from Parquet's dictionary pages (bundles written before these
-                # columns were dictionary-encoded too), never as one string per row.
-                tables[name] = conform(name, pq.read_table(file, read_dictionary=dictionary_columns(name)))
+                # columns were dictionary-encoded too), never as one string per row; columns that hold
+                # nothing are not read (conform makes them nulls that take no memory).
+                meta = pq.read_metadata(file)
+                names = [c for c in meta.schema.to_arrow_schema().names if c not in _null_columns(meta)]
+                table = pq.read_table(file, columns=names, read_dictionary=dictionary_columns(name))
+                tables[name] = conform(name, table)
             except (OSError, pa.ArrowException, KeyError) as exc:
                 raise BundleError(f"{file}: unreadable table: {exc}") from None
         return cls(tables=tables, manifest=manifest)

@@ -280,8 +280,12 @@ def alignment_windows(view: CollectiveView | None, verdict: Verdict, before: int
             if int(view.pair_rank[p]) in allowed:
                 own = view.pair_front[p] if view.pair_front_row[p] >= 0 else min(seq, view.pair_maxseq[p] + 1)
                 pair_anchor[p] = int(own)
-    anchor = pair_anchor[view.pair]
-    rows = np.nonzero((view.seq >= anchor - before) & (view.seq <= anchor + after))[0]
+    hits = []
+    for a in range(0, view.n_rows, 1 << 20):  # in slices: no full-length temporaries
+        anchor = pair_anchor[view.pair[a : a + (1 << 20)]]
+        seq = view.seq[a : a + (1 << 20)]
+        hits.append(np.flatnonzero((seq >= anchor - before) & (seq <= anchor + after)) + a)
+    rows = np.concatenate(hits) if hits else np.zeros(0, np.int64)
     by_comm: dict[int, list[int]] = {}
     for r, c in zip(rows.tolist(), view.pair_comm[view.pair[rows]].tolist()):
         by_comm.setdefault(c, []).append(r)

@@ -325,12 +325,14 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     n_names = len(g_names) + 1
     renumber = int(op_part.max()) + int(red_part.max()) + n_dt >= 1 << (63 - _NUMEL_BITS)  # absurdly many names
 
+    # Per-row arrays, as narrow as the values allow (each is n x 4 or 8 bytes of fresh memory).
     rank_max = max((pc.max(b.column("rank")).as_py() or 0) for b in batches) if batches else 0
+    seq_max = max((pc.max(b.column("seq")).as_py() or 0) for b in batches) if batches else 0
     rank = np.empty(n, np.int32 if rank_max < 1 << 31 else np.int64)
-    seq = np.empty(n, np.int64)
+    seq = np.empty(n, np.int32 if seq_max < 1 << 31 else np.int64)
     sig = np.empty(n, np.int64)
     state = np.empty(n, np.int8)
-    pair_key = np.empty(n, np.int64)
+    pair_key = np.empty(n, np.int32 if (rank_max + 1) * 2 * n_names < 1 << 31 else np.int64)
     numels = np.empty(n, np.int64) if renumber else None
     bounds = [0]
     for b, lut in zip(batches, luts):
@@ -399,10 +401,13 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
 
     # Per-pair summaries.
     pair_rows = np.bincount(pair, minlength=n_pairs)
-    pair_maxseq = np.full(n_pairs, -1, np.int64)
+    pair_maxseq = np.full(n_pairs, -1, seq.dtype)  # ufunc.at is fast only when the dtypes match
     np.maximum.at(pair_maxseq, pair, seq)
-    pair_minseq = np.full(n_pairs, _NONE, np.int64)
+    pair_maxseq = pair_maxseq.astype(np.int64)
+    top = np.iinfo(seq.dtype).max
+    pair_minseq = np.full(n_pairs, top, seq.dtype)
     np.minimum.at(pair_minseq, pair, seq)
+    pair_minseq = np.where(pair_minseq == top, _NONE, pair_minseq.astype(np.int64))
 
     # Dense (communicator, seq) positions; a sparse fallback keeps odd seq ranges from exploding memory.
     comm_min = np.full(n_comms, _NONE, np.int64)
@@ -439,7 +444,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         bad_rows = np.nonzero(bad_flag[pos])[0]
         first_seq = np.full(n_comms, _NONE, np.int64)
         bad_comm = pair_comm[pair[bad_rows]]
-        np.minimum.at(first_seq, bad_comm, seq[bad_rows])
+        np.minimum.at(first_seq, bad_comm, seq[bad_rows].astype(np.int64))
         comm_first_bad = np.where(first_seq == _NONE, 0, first_seq)
         at_first = seq[bad_rows] == first_seq[bad_comm]
         comm_first_bad_pos[bad_comm[at_first]] = pos[bad_rows[at_first]]
@@ -473,7 +478,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         done[tail] |= when < latest[rk]
     nd = np.nonzero(~done)[0]
     pair_front = np.full(n_pairs, _NONE, np.int64)
-    np.minimum.at(pair_front, pair[nd], seq[nd])
+    np.minimum.at(pair_front, pair[nd], seq[nd].astype(np.int64))
     has_front = pair_front != _NONE
     pair_front_row = np.full(n_pairs, -1, np.int64)
     at_front = nd[seq[nd] == pair_front[pair[nd]]]
@@ -523,10 +528,12 @@ def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return keys.astype(np.int32), keys
     top = int(keys.max()) + 1
     if top <= 4 * keys.size + (1 << 22):
-        seen = np.zeros(top, bool)
+        seen = np.zeros(top, bool)  # zero pages: only those the keys fall on are ever touched
         seen[keys] = True
         uniq = np.flatnonzero(seen)
-        code = np.cumsum(seen, dtype=np.int32 if uniq.size < 1 << 31 else np.int64) - 1
+        del seen
+        code = np.zeros(top, np.int32 if uniq.size < 1 << 31 else np.int64)
+        code[uniq] = np.arange(uniq.size)
         return code[keys], uniq
     codes, uniq = _hash_factorize(keys)
     return codes.astype(np.int32) if uniq.size < 1 << 31 else codes, uniq

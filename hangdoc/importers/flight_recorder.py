@@ -41,7 +41,7 @@ from hangdoc.bundle import Bundle
 from hangdoc.errors import InputError
 from hangdoc.importers import safe_pickle
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_state
-from hangdoc.schema import COLLECTIVES, empty
+from hangdoc.schema import COLLECTIVES, empty, null_column
 
 NAME = "flight-recorder"
 SOURCE = "flight-recorder"
@@ -713,9 +713,9 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
             glob.append(grp.ranks[loc] if loc is not None and grp.complete and 0 <= loc < len(grp.ranks) else None)
         peers = pa.array(glob, pa.int64())
     cols = {
-        "host": pa.nulls(n, _dict),
+        "host": null_column(n, _dict),
         "rank": t.column("rank"),
-        "pid": pa.nulls(n, pa.int64()),
+        "pid": null_column(n, pa.int64()),
         "group": pa.DictionaryArray.from_arrays(pa.array(gi), pa.array([g.id for g in groups], pa.string())),
         "group_desc": pa.DictionaryArray.from_arrays(pa.array(desc, mask=desc < 0), pa.array(descs, pa.string())),
         "group_ranks": group_ranks,
@@ -723,7 +723,7 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
         "rank_in_group": pa.array(rank_in, pa.int64()).take(pa.array(pair)),
         "seq": t.column("seq"),
         "op": t.column("op"),
-        "reduce_op": pa.nulls(n, _dict),
+        "reduce_op": null_column(n, _dict),
         "dtype": t.column("dtype"),
         "in_shapes": t.column("in_shapes"),
         "out_shapes": t.column("out_shapes"),
