@@ -14,8 +14,9 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Collection, Mapping, Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -60,12 +61,51 @@ def _null_columns(meta: pq.FileMetaData) -> set[str]:
     return out
 
 
+def take_rows(col: pa.ChunkedArray, idx: np.ndarray | Sequence[int]) -> pa.Array:
+    """col[idx] chunk by chunk: ChunkedArray.take concatenates the chunks first, which costs the whole
+    column (seconds for a big list column) to fetch a handful of rows."""
+    idx = np.asarray(idx, dtype=np.int64)
+    if col.num_chunks == 1:
+        return col.chunk(0).take(pa.array(idx))
+    if col.num_chunks == 0 or idx.size == 0:
+        return pa.array([], type=col.type)
+    bounds = np.cumsum([0] + [len(c) for c in col.chunks])
+    which = np.searchsorted(bounds, idx, side="right") - 1
+    order = np.argsort(which, kind="stable")
+    parts = []
+    for k in np.unique(which).tolist():
+        sel = order[which[order] == k]
+        parts.append(col.chunk(k).take(pa.array(idx[sel] - bounds[k])))
+    got = pa.concat_arrays(parts)
+    inverse = np.empty(idx.size, np.int64)
+    inverse[order] = np.arange(idx.size)
+    return got.take(pa.array(inverse))
+
+
+@dataclass(frozen=True)
+class _Deferred:
+    """Columns of a table left in its Parquet file until asked for (see Bundle.open's `defer`)."""
+
+    file: Path
+    columns: tuple[str, ...]
+    starts: np.ndarray  # first row of each row group, then the row count
+
+    def read(self, name: str, columns: Sequence[str], row_groups: Sequence[int] | None = None) -> pa.Table:
+        pf = pq.ParquetFile(self.file, read_dictionary=dictionary_columns(name))
+        cols = list(columns)
+        return pf.read(columns=cols) if row_groups is None else pf.read_row_groups(list(row_groups), columns=cols)
+
+
 @dataclass
 class Bundle:
-    """Tables by name plus the manifest. Tables always conform to schema.TABLES."""
+    """Tables by name plus the manifest. Tables always conform to schema.TABLES.
+
+    A bundle opened with `defer` holds some columns of some tables as nulls until they are needed: `take`
+    reads their values for a few rows; add, merge and write read them in full first."""
 
     tables: dict[str, pa.Table] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=_new_manifest)
+    deferred: dict[str, _Deferred] = field(default_factory=dict, repr=False)
 
     # --- reading -------------------------------------------------------------------------------
     @staticmethod
@@ -73,7 +113,9 @@ class Bundle:
         return (Path(path) / MANIFEST_NAME).is_file()
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> "Bundle":
+    def open(cls, path: str | os.PathLike[str], defer: Mapping[str, Collection[str]] | None = None) -> "Bundle":
+        """Read a bundle. `defer` names columns per table to leave on disk (a reader that needs them for a
+        few rows only, such as the analysis with shapes of 30M calls, then uses `take`)."""
         root = Path(path)
         try:
             manifest = json.loads((root / MANIFEST_NAME).read_text())
@@ -89,6 +131,7 @@ class Bundle:
                 f"{root}: bundle version {version!r} is newer than this hangdoc reads ({BUNDLE_VERSION}); upgrade hangdoc"
             )
         tables: dict[str, pa.Table] = {}
+        deferred: dict[str, _Deferred] = {}
         for name in TABLES:
             file = root / f"{name}.parquet"
             if not file.exists():
@@ -99,11 +142,65 @@ class Bundle:
                 # nothing are not read (conform makes them nulls that take no memory).
                 meta = pq.read_metadata(file)
                 names = [c for c in meta.schema.to_arrow_schema().names if c not in _null_columns(meta)]
+                later = tuple(c for c in names if c in (defer or {}).get(name, ()))
+                names = [c for c in names if c not in later]
                 table = pq.read_table(file, columns=names, read_dictionary=dictionary_columns(name))
                 tables[name] = conform(name, table)
+                if later:
+                    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+                    deferred[name] = _Deferred(file, later, np.cumsum([0] + sizes))
             except (OSError, pa.ArrowException, KeyError) as exc:
                 raise BundleError(f"{file}: unreadable table: {exc}") from None
-        return cls(tables=tables, manifest=manifest)
+        return cls(tables=tables, manifest=manifest, deferred=deferred)
+
+    def take(self, name: str, columns: Sequence[str], rows: np.ndarray | Sequence[int]) -> dict[str, pa.Array]:
+        """Some rows of some columns of a table, deferred ones read from the bundle's file (only the row
+        groups those rows are in)."""
+        rows = np.asarray(rows, dtype=np.int64)
+        table = self.table(name)
+        d = self.deferred.get(name)
+        later = [c for c in columns if d is not None and c in d.columns]
+        out = {c: take_rows(table.column(c), rows) for c in columns if c not in later}
+        if later and d is not None and not rows.size:
+            out.update({c: pa.array([], TABLES[name].field(c).type) for c in later})
+        elif later and d is not None:
+            group = np.searchsorted(d.starts, rows, side="right") - 1
+            order = np.argsort(group, kind="stable")
+            groups = np.unique(group).tolist()
+            parts: dict[str, list[pa.Array]] = {c: [] for c in later}
+            for i in range(0, len(groups), 4):  # a few row groups at a time: bounded memory, threads in each
+                batch = groups[i : i + 4]
+                try:
+                    part = d.read(name, later, batch)
+                except (OSError, pa.ArrowException) as exc:
+                    raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+                offset = np.cumsum([0] + [int(d.starts[g + 1] - d.starts[g]) for g in batch])
+                sel = order[(group[order] >= batch[0]) & (group[order] <= batch[-1])]
+                local = offset[np.searchsorted(batch, group[sel])] + rows[sel] - d.starts[group[sel]]
+                for c in later:
+                    col = part.column(c)
+                    typ = TABLES[name].field(c).type
+                    parts[c].append(take_rows(col if col.type == typ else col.cast(typ), local))
+            inverse = np.empty(rows.size, np.int64)
+            inverse[order] = np.arange(rows.size)
+            for c in later:
+                out[c] = pa.concat_arrays(parts[c]).take(pa.array(inverse))
+        return out
+
+    def _load_deferred(self, name: str | None = None) -> None:
+        """Read deferred columns in full (before rows are added, bundles merged or written)."""
+        for n in [name] if name is not None else list(self.deferred):
+            d = self.deferred.pop(n, None)
+            if d is None:
+                continue
+            try:
+                full = conform(n, d.read(n, d.columns))
+            except (OSError, pa.ArrowException) as exc:
+                raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+            t = self.tables[n]
+            for c in d.columns:
+                t = t.set_column(t.column_names.index(c), c, full.column(c))
+            self.tables[n] = t
 
     def table(self, name: str) -> pa.Table:
         """The named table, empty (with its schema) when the bundle has none."""
@@ -121,6 +218,7 @@ class Bundle:
     # --- building ------------------------------------------------------------------------------
     def add(self, name: str, table: pa.Table) -> None:
         """Append rows to a table (conformed to its schema)."""
+        self._load_deferred(name)
         table = conform(name, table)
         if name in self.tables and self.tables[name].num_rows:
             self.tables[name] = pa.concat_tables([self.tables[name], table])
@@ -148,6 +246,7 @@ class Bundle:
         merged = cls()
         merged.manifest["parts"] = [b.manifest for b in bundles]
         for b in bundles:
+            b._load_deferred()
             merged.manifest["inputs"].extend(b.manifest.get("inputs", []))
             merged.notes.extend(b.notes)
             for name, table in b.tables.items():
@@ -157,6 +256,7 @@ class Bundle:
     # --- writing -------------------------------------------------------------------------------
     def write(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
         """Write atomically: everything goes to a temp dir beside `path`, which is then renamed."""
+        self._load_deferred()
         target = Path(path)
         if target.exists() and not overwrite:
             if not (target.is_dir() and not any(target.iterdir())):

@@ -30,11 +30,11 @@ def analyze(
     output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
 ) -> None:
     """Name the rank that diverged, the communicator, the mismatched op and the call-count swap."""
-    from hangdoc.analysis.pipeline import diagnose
+    from hangdoc.analysis.pipeline import DEFERRED, diagnose
     from hangdoc.importers import load_inputs
     from hangdoc.report import render
 
-    bundle = load_inputs(list(inputs))
+    bundle = load_inputs(list(inputs), defer=DEFERRED)
     diagnosis = diagnose(bundle)
     render(diagnosis, format.value, output)
 

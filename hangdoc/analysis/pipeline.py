@@ -34,7 +34,7 @@ from hangdoc.analysis.logs import log_signatures
 from hangdoc.analysis.stacks import stack_classes
 from hangdoc.analysis.swaps import swap_pass
 from hangdoc.analysis.text import plural
-from hangdoc.analysis.view import CollectiveView, build
+from hangdoc.analysis.view import CollectiveView, Fetch, build
 from hangdoc.analysis.waits import lagging_pass, missing_pass, order_inversion_pass, wait_chain_pass
 from hangdoc.bundle import Bundle
 from hangdoc.schema import TABLES, empty
@@ -46,6 +46,7 @@ class Context:
 
     tables: Mapping[str, pa.Table]
     findings: tuple[Finding, ...] = ()
+    fetch: Fetch | None = field(default=None, repr=False, compare=False)  # collectives rows of DEFERRED columns
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def table(self, name: str) -> pa.Table:
@@ -62,7 +63,7 @@ class Context:
             table = self.table("collectives")
             view = None
             if table.num_rows:
-                view = build(table, world_size_hint=_world_size(self.table("processes")))
+                view = build(table, world_size_hint=_world_size(self.table("processes")), fetch=self.fetch)
                 if view.n_rows == 0:
                     view = None
             self._cache["collectives"] = view
@@ -73,6 +74,12 @@ class Context:
 
 
 Pass = Callable[[Context], "list[Finding]"]
+
+# Columns no pass reads in bulk: a bundle may leave them on disk (Bundle.open's `defer`), and the view fetches
+# them for the few rows a finding quotes. A pass that needs one of them for every row must take it out of here.
+DEFERRED: dict[str, tuple[str, ...]] = {
+    "collectives": ("in_shapes", "out_shapes", "call_site", "record_id", "source", "rank_in_group", "peer"),
+}
 
 PASSES: list[Pass] = [
     mismatch_pass,
@@ -109,7 +116,7 @@ def run_passes(ctx: Context, passes: list[Pass] | None = None) -> tuple[Context,
 
 
 def diagnose(bundle: Bundle) -> Diagnosis:
-    ctx = Context(tables=dict(bundle.tables))
+    ctx = Context(tables=dict(bundle.tables), fetch=lambda cols, rows: bundle.take("collectives", cols, rows))
     ctx, failures = run_passes(ctx)
     view = ctx.collectives
     graph = view.waits if view is not None else None

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from hangdoc.analysis.groups import Comm, CommSpec, build_comms, rank_labels
+from hangdoc.bundle import take_rows
 from hangdoc.analysis.model import OpCall
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_reduce_op, normalize_state
 
@@ -32,27 +33,6 @@ _NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
 _NUMEL_MASK = (1 << _NUMEL_BITS) - 1
 
 
-def take(col: pa.ChunkedArray, idx: np.ndarray | Sequence[int]) -> pa.Array:
-    """col[idx] chunk by chunk: ChunkedArray.take concatenates the chunks first, which costs the whole
-    column (seconds for a big list column) to fetch a handful of rows."""
-    idx = np.asarray(idx, dtype=np.int64)
-    if col.num_chunks == 1:
-        return col.chunk(0).take(pa.array(idx))
-    if col.num_chunks == 0 or idx.size == 0:
-        return pa.array([], type=col.type)
-    bounds = np.cumsum([0] + [len(c) for c in col.chunks])
-    which = np.searchsorted(bounds, idx, side="right") - 1
-    order = np.argsort(which, kind="stable")
-    parts = []
-    for k in np.unique(which).tolist():
-        sel = order[which[order] == k]
-        parts.append(col.chunk(k).take(pa.array(idx[sel] - bounds[k])))
-    got = pa.concat_arrays(parts)
-    inverse = np.empty(idx.size, np.int64)
-    inverse[order] = np.arange(idx.size)
-    return got.take(pa.array(inverse))
-
-
 def _ids(values: list) -> np.ndarray:
     """Dense ids of values, equal values sharing one: ['a', 'b', 'a'] -> [0, 1, 0]."""
     index: dict = {}
@@ -66,6 +46,10 @@ def _mix(v: np.ndarray) -> np.ndarray:
     x *= np.uint64(0x94D049BB133111EB)
     x ^= x >> np.uint64(29)
     return x
+
+
+# Some columns of some table rows, by column name (a bundle may read them from disk only when asked).
+Fetch = Callable[[Sequence[str], np.ndarray], "dict[str, pa.Array]"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +97,7 @@ class CollectiveView:
     comm_bad: np.ndarray  # disagreeing positions per communicator
     world_size: int
     dropped_rows: int = 0
+    fetch: Fetch | None = None  # table rows of some columns; default: from `table` (see Bundle.take)
     _calls: dict[int, OpCall] = field(default_factory=dict, repr=False)
 
     # --- sizes ----------------------------------------------------------------------------------
@@ -179,7 +164,7 @@ class CollectiveView:
 
     def times(self, rows: Sequence[int]) -> np.ndarray:
         """t_issue of view rows (NaN where unknown)."""
-        col = take(self.table.column("t_issue"), self.table_rows(rows))
+        col = take_rows(self.table.column("t_issue"), self.table_rows(rows))
         return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False).astype(float)
 
     def frontiers_of(self, rank: int) -> list[int]:
@@ -201,9 +186,10 @@ class CollectiveView:
         need = sorted({r for r in rows if r not in self._calls})
         if need:
             ids = self.table_rows(need)
-            cols = {name: take(self.table.column(name), ids).to_pylist() for name in (
-                "rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "out_shapes", "in_numel", "out_numel", "state"
-            )}
+            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "out_shapes", "in_numel", "out_numel",
+                     "state")
+            got = self.fetch(names, ids) if self.fetch else {c: take_rows(self.table.column(c), ids) for c in names}
+            cols = {name: got[name].to_pylist() for name in names}
             for i, r in enumerate(need):
                 op = normalize_op(cols["op"][i]) if cols["op"][i] else "unknown"
                 red = cols["reduce_op"][i]
@@ -270,7 +256,7 @@ def _int_values(col: pa.Array, fill: int) -> np.ndarray:
     return col.to_numpy().astype(np.int64, copy=False)
 
 
-def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
+def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None) -> CollectiveView:
     """Vectorised precomputation over the whole collectives table.
 
     Row-level work goes batch by batch (Arrow record batches, a million rows or so): each batch's dictionary
@@ -389,8 +375,8 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
     first_listed = base_listed[base]
     has_list = first_listed < n
     listed_rows = np.where(has_list, first_listed, first)
-    first_cols = {name: take(table.column(name), _table_rows(row_ids, first)) for name in ("group_size", "group_desc")}
-    first_cols["group_ranks"] = take(table.column("group_ranks"), _table_rows(row_ids, listed_rows))
+    first_cols = {name: take_rows(table.column(name), _table_rows(row_ids, first)) for name in ("group_size", "group_desc")}
+    first_cols["group_ranks"] = take_rows(table.column("group_ranks"), _table_rows(row_ids, listed_rows))
     if not has_list.all():
         first_cols["group_ranks"] = pc.if_else(pa.array(has_list), first_cols["group_ranks"], None)
     specs, pair_comm, world_size = _communicators(
@@ -467,7 +453,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         med = _upper_median_per_comm(pair_comm, pair_maxseq, n_comms)
         done[tail] = (seq[tail] < med[pair_comm[pair[tail]]]) & ~bad_flag[pos[tail]]
         # "Later" is the issue time, or the row order for a rank without times (traces are written in order).
-        when = pc.fill_null(take(table.column("t_issue"), _table_rows(row_ids, tail)), np.nan)
+        when = pc.fill_null(take_rows(table.column("t_issue"), _table_rows(row_ids, tail)), np.nan)
         when = when.to_numpy(zero_copy_only=False).astype(float)
         rk = rank[tail].astype(np.int64)
         untimed = np.zeros(int(rk.max()) + 1, bool)
@@ -514,6 +500,7 @@ def build(table: pa.Table, world_size_hint: int = 0) -> CollectiveView:
         comm_bad=comm_bad,
         world_size=world_size,
         dropped_rows=dropped,
+        fetch=fetch,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Collection, Mapping
 
 from hangdoc.bundle import Bundle
 from hangdoc.errors import HangdocError, InputError
@@ -38,13 +39,13 @@ def _files_of(path: Path) -> list[Path]:
     return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
 
 
-def load_path(path: str | Path) -> Bundle:
-    """One input (a bundle dir, a dump/trace dir, or a single file) as a bundle."""
+def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = None) -> Bundle:
+    """One input (a bundle dir, a dump/trace dir, or a single file) as a bundle; `defer`: see Bundle.open."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or directory")
     if Bundle.is_bundle(p):
-        bundle = Bundle.open(p)
+        bundle = Bundle.open(p, defer=defer)
     else:
         claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
         mods = importers()
@@ -78,9 +79,9 @@ def load_path(path: str | Path) -> Bundle:
     return bundle
 
 
-def load_inputs(paths: list[str | Path]) -> Bundle:
+def load_inputs(paths: list[str | Path], defer: Mapping[str, Collection[str]] | None = None) -> Bundle:
     """All inputs merged into one bundle."""
     if not paths:
         raise InputError("no input given")
-    bundles = [load_path(p) for p in paths]
+    bundles = [load_path(p, defer) for p in paths]
     return bundles[0] if len(bundles) == 1 else Bundle.merge(bundles)
