@@ -78,7 +78,8 @@ Pass = Callable[[Context], "list[Finding]"]
 # Columns no pass reads in bulk: a bundle may leave them on disk (Bundle.open's `defer`), and the view fetches
 # them for the few rows a finding quotes. A pass that needs one of them for every row must take it out of here.
 DEFERRED: dict[str, tuple[str, ...]] = {
-    "collectives": ("in_shapes", "out_shapes", "call_site", "record_id", "source", "rank_in_group", "peer"),
+    "collectives": ("in_shapes", "out_shapes", "call_site", "record_id", "source", "rank_in_group", "peer",
+                    "group_size", "group_desc", "t_issue"),
 }
 
 PASSES: list[Pass] = [

@@ -164,7 +164,7 @@ class CollectiveView:
 
     def times(self, rows: Sequence[int]) -> np.ndarray:
         """t_issue of view rows (NaN where unknown)."""
-        col = take_rows(self.table.column("t_issue"), self.table_rows(rows))
+        col = self._get(["t_issue"], self.table_rows(rows))["t_issue"]
         return pc.fill_null(col, np.nan).to_numpy(zero_copy_only=False).astype(float)
 
     def frontiers_of(self, rank: int) -> list[int]:
@@ -188,7 +188,7 @@ class CollectiveView:
             ids = self.table_rows(need)
             names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "out_shapes", "in_numel", "out_numel",
                      "state")
-            got = self.fetch(names, ids) if self.fetch else {c: take_rows(self.table.column(c), ids) for c in names}
+            got = self._get(names, ids)
             cols = {name: got[name].to_pylist() for name in names}
             for i, r in enumerate(need):
                 op = normalize_op(cols["op"][i]) if cols["op"][i] else "unknown"
@@ -208,6 +208,9 @@ class CollectiveView:
                     state=normalize_state(state) if state else "unknown",
                 )
         return [self._calls[r] for r in rows]
+
+    def _get(self, names: Sequence[str], table_rows: np.ndarray) -> dict[str, pa.Array]:
+        return _fetcher(self.table, self.fetch)(names, table_rows)
 
     def call(self, row: int) -> OpCall:
         return self.calls([row])[0]
@@ -375,8 +378,9 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     first_listed = base_listed[base]
     has_list = first_listed < n
     listed_rows = np.where(has_list, first_listed, first)
-    first_cols = {name: take_rows(table.column(name), _table_rows(row_ids, first)) for name in ("group_size", "group_desc")}
-    first_cols["group_ranks"] = take_rows(table.column("group_ranks"), _table_rows(row_ids, listed_rows))
+    get = _fetcher(table, fetch)
+    first_cols = get(["group_size", "group_desc"], _table_rows(row_ids, first))
+    first_cols["group_ranks"] = get(["group_ranks"], _table_rows(row_ids, listed_rows))["group_ranks"]
     if not has_list.all():
         first_cols["group_ranks"] = pc.if_else(pa.array(has_list), first_cols["group_ranks"], None)
     specs, pair_comm, world_size = _communicators(
@@ -453,7 +457,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         med = _upper_median_per_comm(pair_comm, pair_maxseq, n_comms)
         done[tail] = (seq[tail] < med[pair_comm[pair[tail]]]) & ~bad_flag[pos[tail]]
         # "Later" is the issue time, or the row order for a rank without times (traces are written in order).
-        when = pc.fill_null(take_rows(table.column("t_issue"), _table_rows(row_ids, tail)), np.nan)
+        when = pc.fill_null(get(["t_issue"], _table_rows(row_ids, tail))["t_issue"], np.nan)
         when = when.to_numpy(zero_copy_only=False).astype(float)
         rk = rank[tail].astype(np.int64)
         untimed = np.zeros(int(rk.max()) + 1, bool)
@@ -502,6 +506,11 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         dropped_rows=dropped,
         fetch=fetch,
     )
+
+
+def _fetcher(table: pa.Table, fetch: Fetch | None) -> Fetch:
+    """`fetch`, or rows taken from `table` itself."""
+    return fetch or (lambda names, rows: {c: take_rows(table.column(c), rows) for c in names})
 
 
 def _table_rows(row_ids: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
