@@ -49,6 +49,7 @@ RECORD = struct.Struct(f"{_RECORD_HEAD}4q{_RECORD_TAIL}")
 # the rest written as zero bytes, so that no tuple of padded dims is built per call.
 RECORDS_BY_NDIM = tuple(struct.Struct(f"{_RECORD_HEAD}{k}q{(4 - k) * 8}x{_RECORD_TAIL}") for k in range(5))
 RECORD_BYTES = RECORD.size
+SEQ_MASK = 0xFFFFFFFF  # seq is 32 bits on disk: it wraps (alike on every member of a group)
 STATE_OFFSET = struct.calcsize("<Qqqq4qIHBBBB")
 FLAGS_OFFSET = STATE_OFFSET + 1
 STAMP = struct.Struct("<Q")

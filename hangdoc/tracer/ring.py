@@ -5,8 +5,8 @@ SIGKILL, a segfault or a hang in teardown with nothing to flush and no thread to
 records in a ring: the cost per call is one struct.pack_into into the mapping, and the file never grows.
 
 Thread safety without a lock on the hot path: the record index and every per-group sequence number come
-from itertools.count objects, whose next() is atomic under the GIL, so two threads never get the same slot
-or seq. Registering a group or a call site (rare) takes a lock.
+from iterators whose next() runs in C without releasing the GIL (itertools.count, seq_counter), so two
+threads never get the same slot or seq. Registering a group or a call site (rare) takes a lock.
 """
 from __future__ import annotations
 
@@ -28,10 +28,19 @@ class GroupEntry:
     """What a wrapper needs to record a call on one communicator."""
 
     gid: int
-    seq: Iterator[int]  # per-group sequence numbers, 1-based
+    seq: Iterator[int]  # per-group sequence numbers, 1-based (see seq_counter)
     ranks: tuple[int, ...]
     rank_in_group: int
     name: str = ""
+
+
+def seq_counter(end: int = F.SEQ_MASK + 1) -> Iterator[int]:
+    """1, 2, ... end - 1, then 1 again: seq is 32 bits on disk, and wraps alike on every member.
+
+    A chain of range iterators rather than a masked itertools.count: as cheap per next() (and as atomic
+    under the GIL), with no masking on the hot path.
+    """
+    return itertools.chain.from_iterable(itertools.repeat(range(1, end)))
 
 
 def trace_path(trace_dir: str, pid: int | None = None) -> str:
@@ -115,7 +124,7 @@ class Recorder:
                 else:
                     self.dropped_groups += 1
                     gid = F.NO_GROUP
-                entry = GroupEntry(gid, itertools.count(1), ranks, rank_in_group, name)
+                entry = GroupEntry(gid, seq_counter(), ranks, rank_in_group, name)
                 self._gids[key] = entry
         return entry
 
@@ -145,6 +154,7 @@ class Recorder:
     def write(self, entry: GroupEntry, op: int, redop: int, dtype: int, numel: int, out_numel: int,
               shape: Any, peer: int, site: int, flags: int, seq: int | None = None) -> int:
         """Append one record in state 'issued'; returns its stamp (for complete())."""
+        seq = next(entry.seq) if seq is None else seq & F.SEQ_MASK
         idx = next(self._index)
         stamp = idx + 1
         if not idx & 1023:  # the header's write cursor (records before it are written); readers use stamps
@@ -153,10 +163,8 @@ class Recorder:
         if nd > 4:
             shape = shape[:4]
         F.RECORDS_BY_NDIM[len(shape)].pack_into(
-            self.mm, self.records_offset + (idx % self.capacity) * F.RECORD_BYTES,
-            stamp, time.time_ns(), numel, out_numel, *shape,
-            next(entry.seq) if seq is None else seq, entry.gid, op, redop, dtype, nd, F.ISSUED, flags, peer,
-            site, stamp,
+            self.mm, self.records_offset + idx % self.capacity * F.RECORD_BYTES, stamp, time.time_ns(), numel,
+            out_numel, *shape, seq, entry.gid, op, redop, dtype, nd, F.ISSUED, flags, peer, site, stamp,
         )
         return stamp
 

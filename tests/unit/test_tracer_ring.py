@@ -2,6 +2,7 @@
 truncated files, threads."""
 from __future__ import annotations
 
+import itertools
 import shutil
 import sys
 import threading
@@ -13,7 +14,7 @@ from hangdoc.errors import InputError
 from hangdoc.importers import hangdoc_trace, load_path
 from hangdoc.tracer import format as F
 from hangdoc.tracer import reader
-from hangdoc.tracer.ring import Recorder
+from hangdoc.tracer.ring import Recorder, seq_counter
 
 OP = F.OP_CODE
 DT = F.DTYPE_CODE
@@ -164,6 +165,15 @@ def test_threads_never_share_a_slot_or_a_seq(tmp_path: Path) -> None:
     assert set(tf.records["state"].tolist()) == {F.COMPLETED}
     per_thread = {k: sorted(r["dims"][1] for r in tf.records if r["numel"] == k) for k in range(4)}
     assert all(v == list(range(2000)) for v in per_thread.values())
+
+
+def test_seq_wraps_at_32_bits_alike_everywhere(tmp_path: Path) -> None:
+    assert list(itertools.islice(seq_counter(4), 8)) == [1, 2, 3, 1, 2, 3, 1, 2]
+    assert next(seq_counter()) == 1
+    rec = _rec(tmp_path)
+    g = rec.group("torch", "0", "", (0, 1), 0)
+    rec.write(g, OP["all_reduce"], RD["SUM"], DT["float32"], 1, 1, (1,), -1, 0, 0, seq=(1 << 32) + 5)
+    assert reader.read(rec.path).records["seq"].tolist() == [5]
 
 
 @pytest.mark.parametrize("ranks", [[0, 1, 2, 3], [0, 4], [1, 5, 9, 13], [0, 1, 5, 6, 7, 9], [3], list(range(0, 64, 2))])
