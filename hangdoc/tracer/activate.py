@@ -16,7 +16,9 @@ from hangdoc.tracer.ring import Recorder, capacity_from_env, trace_path
 
 ENV_DIR = "HANGDOC_TRACE_DIR"
 
-REC: Recorder | None = None  # the wrappers read this on every call
+REC: Recorder | None = None
+HOT: tuple | None = None  # REC.hot, read by the torch.distributed wrappers on every call (see hot())
+ON_NEW_RECORDER: list[Callable[[], None]] = []  # caches that belong to one recorder register a reset here
 _trace_dir: str | None = None
 _lock = threading.Lock()
 _fork_hook_installed = False
@@ -46,7 +48,7 @@ def _env_rank(name: str) -> int:
 
 def recorder() -> Recorder:
     """This process's recorder, created on first use (the slow path of every wrapper)."""
-    global REC
+    global REC, HOT
     with _lock:
         if REC is None:
             if _trace_dir is None:
@@ -56,14 +58,22 @@ def recorder() -> Recorder:
                 trace_path(_trace_dir), capacity_from_env(), rank=_env_rank("RANK"),
                 world_size=_env_rank("WORLD_SIZE"), local_rank=_env_rank("LOCAL_RANK"),
             )
+            HOT = REC.hot
+            for reset in ON_NEW_RECORDER:
+                reset()
         return REC
+
+
+def hot() -> tuple:
+    """What the torch.distributed wrappers need of the recorder (created on first use): Recorder.hot."""
+    return recorder().hot
 
 
 def _after_fork_in_child() -> None:
     """A forked child writes its own file: drop the parent's mapping and caches, keep the wrappers."""
-    global REC, _lock
+    global REC, HOT, _lock
     _lock = threading.Lock()
-    old, REC = REC, None
+    old, REC, HOT = REC, None, None
     if old is not None:
         old.close()
 
@@ -111,7 +121,7 @@ def start(trace_dir: str | os.PathLike[str] | None = None) -> bool:
 
 def stop() -> None:
     """Undo every wrapper and close the file (tests; a process that wants tracing off again)."""
-    global REC, _trace_dir
+    global REC, HOT, _trace_dir
     hook.remove()
     while _patches:
         owner, name, original = _patches.pop()
@@ -119,7 +129,7 @@ def stop() -> None:
     with _lock:
         if REC is not None:
             REC.close()
-        REC = None
+        REC = HOT = None
         _trace_dir = None
 
 

@@ -161,10 +161,7 @@ def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Calla
                         pair = (min(me, peer), max(me, peer))
                         entry = rec.group("p2p", f"{entry.name}/p2p:{pair[0]}-{pair[1]}", "p2p",
                                           pair, pair.index(me))
-                    f = sys._getframe(1)
-                    site = rec.sites.get(id(f.f_code) | (f.f_lasti << 48))
-                    if site is None:
-                        site = rec.site(f)
+                    site = rec.site(sys._getframe(1))
                     if t is None:
                         stamp = rec.write(entry, op, redop, 0, 0, 0, (), peer, site, 0)
                     else:
@@ -201,9 +198,9 @@ def _dtype_code(dtype: Any) -> int:
 
 
 def _compiling_check() -> Callable[[], bool]:
-    from hangdoc.tracer.torch_dist import _compiling_check as check
+    from hangdoc.tracer.torch_dist import is_compiling_function
 
-    return check()
+    return is_compiling_function()
 
 
 def _warn_once(what: str, exc: BaseException) -> None:

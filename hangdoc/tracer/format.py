@@ -28,6 +28,7 @@ RANK_OFFSET = struct.calcsize("<8sIIIIIIIIQq")  # rank, world size, local rank: 
 # The write cursor: a record index every record before which has been written; refreshed every 1024 records
 # (the stamps are exact, the reader orders by them).
 CURSOR_OFFSET = struct.calcsize("<8sIIIIIIIIQqiiiq")
+CURSOR_EVERY = 1024  # a power of two: `not idx & (CURSOR_EVERY - 1)` on the hot path
 
 # Group entry: used, kind (torch / vllm / sglang / pynccl / custom-ar), number of ranks, name, description,
 # member global ranks in group order as compact text ("0-3", "0,4", "0-30:2").

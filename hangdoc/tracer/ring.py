@@ -80,15 +80,22 @@ class Recorder:
             F.GROUP_BYTES, F.MAX_SITES, F.SITE_BYTES, self.records_offset, os.getpid(), rank, world_size,
             local_rank, time.time_ns(), 0, socket.gethostname().encode()[:64], command.encode(errors="replace")[:256],
         )
-        self._index = itertools.count()
+        self._index = itertools.count()  # record i has stamp i + 1 and lives in slot i % capacity
         self._lock = threading.Lock()
         self._gids: dict[tuple[Any, ...], GroupEntry] = {}
-        self._sites: dict[int, int] = {}
-        self.sites = self._sites  # read by the wrappers without a call
+        # Call-site ids by id(code object), then by instruction offset: two lookups of small ints are
+        # cheaper than building one combined key per call.
+        self.sites: dict[int, dict[int, int]] = {}
+        self._n_sites = 0
         self.cache: dict[Any, GroupEntry] = {}  # library object (process group, coordinator) -> entry
         self.pending: Any = None  # completion.Poller, started on the first async or GPU call
+        # Views for the completion of a call: a record's head stamp is heads[offset >> 3] and its state byte
+        # states[offset] (cheaper than unpack_from and an addition).
+        self.heads = memoryview(self.mm).cast("Q")
+        self.states = memoryview(self.mm)[F.STATE_OFFSET:]
         # Everything the hot path needs, in one attribute load.
-        self.hot = (self.mm, self.records_offset, capacity, self._index, self._sites)
+        self.hot = (self, self.mm, self.records_offset, capacity, self._index, self.sites, self.cache, self.heads,
+                    self.states)
         self.dropped_groups = 0
 
     # --- rare paths: header, groups, call sites ------------------------------------------------
@@ -130,15 +137,17 @@ class Recorder:
 
     def site(self, frame: Any) -> int:
         """Call-site id for a frame (1-based; 0 when the table is full)."""
-        key = id(frame.f_code) | (frame.f_lasti << 48)
-        sid = self._sites.get(key)
+        code, lasti = frame.f_code, frame.f_lasti
+        sid = self.sites.get(id(code), {}).get(lasti)
         if sid is not None:
             return sid
         with self._lock:
-            sid = self._sites.get(key)
+            by_offset = self.sites.setdefault(id(code), {})
+            sid = by_offset.get(lasti)
             if sid is None:
-                n = len(self._sites)
+                n = self._n_sites
                 if n < F.MAX_SITES:
+                    self._n_sites = n + 1
                     code = frame.f_code
                     text = f"{code.co_filename}:{frame.f_lineno} {getattr(code, 'co_qualname', code.co_name)}"
                     off = self.sites_offset + n * F.SITE_BYTES
@@ -147,7 +156,7 @@ class Recorder:
                     sid = n + 1
                 else:
                     sid = 0
-                self._sites[key] = sid
+                by_offset[lasti] = sid
         return sid
 
     # --- hot path --------------------------------------------------------------------------------
@@ -157,7 +166,7 @@ class Recorder:
         seq = next(entry.seq) if seq is None else seq & F.SEQ_MASK
         idx = next(self._index)
         stamp = idx + 1
-        if not idx & 1023:  # the header's write cursor (records before it are written); readers use stamps
+        if not idx % F.CURSOR_EVERY:  # the header's write cursor (records before it are written)
             F.STAMP.pack_into(self.mm, F.CURSOR_OFFSET, idx)
         nd = len(shape)
         if nd > 4:
@@ -171,14 +180,15 @@ class Recorder:
     def complete(self, stamp: int, state: int = F.COMPLETED, flags: int = 0) -> None:
         """Mark a record completed (or raised), unless the ring has reused its slot since."""
         off = self.records_offset + ((stamp - 1) % self.capacity) * F.RECORD_BYTES
-        mm = self.mm
-        if F.STAMP.unpack_from(mm, off)[0] == stamp:
-            mm[off + F.STATE_OFFSET] = state
+        if self.heads[off >> 3] == stamp:
+            self.states[off] = state
             if flags:
-                mm[off + F.FLAGS_OFFSET] |= flags
+                self.states[off + 1] |= flags
 
     def close(self) -> None:
         try:
+            self.heads.release()
+            self.states.release()
             self.mm.close()
         except (BufferError, ValueError):
             pass

@@ -8,9 +8,14 @@ A group is recorded by its c10d name (identical on every member, and the name Fl
 description and its member global ranks. Point-to-point calls are not counted in their group's collective
 sequence (that would shift the alignment of every later collective on ranks that do not take part): each
 pair of ranks gets its own channel, "<group>/p2p:<lo>-<hi>", with its own sequence.
+
+The wrappers are generated with each original's own parameter list, for speed: see wrapper_source.
 """
 from __future__ import annotations
 
+import inspect
+import itertools
+import linecache
 import sys
 import time
 from types import ModuleType
@@ -20,18 +25,28 @@ from hangdoc.tracer import activate as _act
 from hangdoc.tracer import completion
 from hangdoc.tracer import format as F
 from hangdoc.tracer.ring import GroupEntry, Recorder
+from hangdoc.tracer.wrapper_source import FORMAT_NAMES, Spec, source
 
-_getframe = sys._getframe
 SKIP = GroupEntry(F.NO_GROUP, iter(()), (), -1)  # a group this rank is not in: c10d returns without a call
 
 _dist: Any = None
 _c10d: Any = None
-DTYPE: dict[Any, int] = {}
-REDUCE: dict[Any, int] = {}
-_NR = object()  # "this op has no reduce op" (ReduceOp.SUM compares equal to 0, so 0 cannot say it)
+DTYPE: dict[Any, int] = {}  # torch.dtype -> code
+_REDUCE_BY_ID: dict[int, int] = {}  # id(ReduceOp member) -> code: hashing a pybind enum costs ~150 ns
+_REDUCE_MEMBERS: list[Any] = []  # ...so the members are kept alive: no other object can take their ids
+_REDUCE: dict[Any, int] = {}
 _OTHER_REDUCE = F.REDUCE_CODE["OTHER"]
 _OTHER_DTYPE = F.DTYPE_CODE["other"]
 _warned: set[str] = set()
+_serial = itertools.count()
+_NO_SITE = (None, -1, 0)  # (code, instruction offset, call-site id) of a wrapper's last call
+_namespaces: list[dict[str, Any]] = []  # the generated wrappers' globals
+
+
+def forget_sites() -> None:
+    """A new recorder (a forked child's) has a call-site table of its own: drop the remembered sites."""
+    for namespace in _namespaces:
+        namespace["LAST_SITE"] = _NO_SITE
 
 
 def _warn_once(what: str, exc: BaseException) -> None:
@@ -41,110 +56,31 @@ def _warn_once(what: str, exc: BaseException) -> None:
               file=sys.stderr)
 
 
-# --- argument probes: the original signatures, returning what the record needs ------------------------
-# (tensor, out_numel or -1 for "same as input", group, reduce op, peer (global), peer (group-relative), async)
-def _p_all_reduce(tensor, op=None, group=None, async_op=False):
-    return tensor, -1, group, op, None, None, async_op
-
-
-def _p_all_reduce_coalesced(tensors, op=None, group=None, async_op=False):
-    return (tensors[0] if tensors else None), -1, group, op, None, None, async_op
-
-
-def _p_all_gather(tensor_list, tensor, group=None, async_op=False):
-    return tensor, tensor.numel() * len(tensor_list), group, _NR, None, None, async_op
-
-
-def _p_all_gather_into_tensor(output_tensor, input_tensor, group=None, async_op=False):
-    return input_tensor, output_tensor.numel(), group, _NR, None, None, async_op
-
-
-def _p_all_gather_coalesced(output_tensor_lists, input_tensor_list, group=None, async_op=False):
-    t = input_tensor_list[0] if input_tensor_list else None
-    return t, -1, group, _NR, None, None, async_op
-
-
-def _p_reduce_scatter(output, input_list, op=None, group=None, async_op=False):
-    return (input_list[0] if input_list else output), output.numel(), group, op, None, None, async_op
-
-
-def _p_reduce_scatter_tensor(output, input, op=None, group=None, async_op=False):
-    return input, output.numel(), group, op, None, None, async_op
-
-
-def _p_broadcast(tensor, src=None, group=None, async_op=False, group_src=None):
-    return tensor, -1, group, _NR, src, group_src, async_op
-
-
-def _p_reduce(tensor, dst=None, op=None, group=None, async_op=False, group_dst=None):
-    return tensor, -1, group, op, dst, group_dst, async_op
-
-
-def _p_gather(tensor, gather_list=None, dst=None, group=None, async_op=False, group_dst=None):
-    return tensor, -1, group, _NR, dst, group_dst, async_op
-
-
-def _p_scatter(tensor, scatter_list=None, src=None, group=None, async_op=False, group_src=None):
-    return tensor, -1, group, _NR, src, group_src, async_op
-
-
-def _p_all_to_all(output_tensor_list, input_tensor_list, group=None, async_op=False):
-    t = input_tensor_list[0] if input_tensor_list else None
-    return t, -1, group, _NR, None, None, async_op
-
-
-def _p_all_to_all_single(output, input, output_split_sizes=None, input_split_sizes=None, group=None,
-                         async_op=False):
-    return input, output.numel(), group, _NR, None, None, async_op
-
-
-def _p_barrier(group=None, async_op=False, device_ids=None, timeout=None):
-    return None, -1, group, _NR, None, None, async_op
-
-
-def _p_monitored_barrier(group=None, timeout=None, wait_all_ranks=False):
-    return None, -1, group, _NR, None, None, False
-
-
-def _p_send(tensor, dst=None, group=None, tag=0, group_dst=None):
-    return tensor, -1, group, _NR, dst, group_dst, False
-
-
-def _p_recv(tensor, src=None, group=None, tag=0, group_src=None):
-    return tensor, -1, group, _NR, src, group_src, False
-
-
-def _p_isend(tensor, dst=None, group=None, tag=0, group_dst=None):
-    return tensor, -1, group, _NR, dst, group_dst, True
-
-
-def _p_irecv(tensor, src=None, group=None, tag=0, group_src=None):
-    return tensor, -1, group, _NR, src, group_src, True
-
-
-# function name -> (op recorded, probe)
-OPS: dict[str, tuple[str, Callable[..., tuple]]] = {
-    "all_reduce": ("all_reduce", _p_all_reduce),
-    "all_reduce_coalesced": ("all_reduce_coalesced", _p_all_reduce_coalesced),
-    "all_gather": ("all_gather", _p_all_gather),
-    "all_gather_into_tensor": ("all_gather", _p_all_gather_into_tensor),
-    "all_gather_single": ("all_gather", _p_all_gather_into_tensor),
-    "all_gather_coalesced": ("all_gather_coalesced", _p_all_gather_coalesced),
-    "reduce_scatter": ("reduce_scatter", _p_reduce_scatter),
-    "reduce_scatter_tensor": ("reduce_scatter", _p_reduce_scatter_tensor),
-    "reduce_scatter_single": ("reduce_scatter", _p_reduce_scatter_tensor),
-    "broadcast": ("broadcast", _p_broadcast),
-    "reduce": ("reduce", _p_reduce),
-    "gather": ("gather", _p_gather),
-    "scatter": ("scatter", _p_scatter),
-    "all_to_all": ("all_to_all", _p_all_to_all),
-    "all_to_all_single": ("all_to_all", _p_all_to_all_single),
-    "barrier": ("barrier", _p_barrier),
-    "monitored_barrier": ("barrier", _p_monitored_barrier),
-    "send": ("send", _p_send),
-    "recv": ("recv", _p_recv),
-    "isend": ("send", _p_isend),
-    "irecv": ("recv", _p_irecv),
+# function name -> what to record
+OPS: dict[str, Spec] = {
+    "all_reduce": Spec("all_reduce", reduce="op"),
+    "all_reduce_coalesced": Spec("all_reduce_coalesced", tensor="tensors[0] if tensors else None", reduce="op"),
+    "all_gather": Spec("all_gather", out="n * len(tensor_list)"),
+    "all_gather_into_tensor": Spec("all_gather", tensor="input_tensor", out="output_tensor.numel()"),
+    "all_gather_single": Spec("all_gather", tensor="input_tensor", out="output_tensor.numel()"),
+    "all_gather_coalesced": Spec("all_gather_coalesced",
+                                 tensor="input_tensor_list[0] if input_tensor_list else None"),
+    "reduce_scatter": Spec("reduce_scatter", tensor="input_list[0] if input_list else output",
+                           out="output.numel()", reduce="op"),
+    "reduce_scatter_tensor": Spec("reduce_scatter", tensor="input", out="output.numel()", reduce="op"),
+    "reduce_scatter_single": Spec("reduce_scatter", tensor="input", out="output.numel()", reduce="op"),
+    "broadcast": Spec("broadcast", peer="src", group_peer="group_src"),
+    "reduce": Spec("reduce", reduce="op", peer="dst", group_peer="group_dst"),
+    "gather": Spec("gather", peer="dst", group_peer="group_dst"),
+    "scatter": Spec("scatter", peer="src", group_peer="group_src"),
+    "all_to_all": Spec("all_to_all", tensor="input_tensor_list[0] if input_tensor_list else None"),
+    "all_to_all_single": Spec("all_to_all", tensor="input", out="output.numel()"),
+    "barrier": Spec("barrier", tensor="None"),
+    "monitored_barrier": Spec("barrier", tensor="None", async_op="False"),
+    "send": Spec("send", peer="dst", group_peer="group_dst", async_op="False"),
+    "recv": Spec("recv", peer="src", group_peer="group_src", async_op="False"),
+    "isend": Spec("send", peer="dst", group_peer="group_dst", async_op="True"),
+    "irecv": Spec("recv", peer="src", group_peer="group_src", async_op="True"),
 }
 
 
@@ -179,106 +115,67 @@ def _p2p_entry(rec: Recorder, parent: GroupEntry, group: Any, peer: int) -> Grou
     return entry
 
 
+def _reduce_code(op: Any) -> int:
+    """The code of a reduce op (None: the default of every reducing call, SUM)."""
+    code = _REDUCE_BY_ID.get(id(op))
+    if code is None:
+        try:
+            code = _REDUCE.get(op, _OTHER_REDUCE)
+        except TypeError:  # an unhashable ReduceOp instance (PREMUL_SUM and friends)
+            code = _OTHER_REDUCE
+    return code
+
+
 # --- the wrapper ------------------------------------------------------------------------------------
-def make_wrapper(original: Callable[..., Any], op_name: str, probe: Callable[..., tuple]) -> Callable[..., Any]:
-    """The traced version of one torch.distributed function.
+def make_wrapper(original: Callable[..., Any], name: str, spec: Spec | None = None) -> Callable[..., Any]:
+    """The traced version of one torch.distributed function, with the original's parameter list.
 
-    The hot path is written out inline on purpose (no helper calls, constants bound as closure variables):
-    every attribute load and call here is paid on every collective of the job.
+    Raises ValueError when the original's parameters are not the ones `spec` reads (a torch version that
+    renamed them): that function is then left unwrapped.
     """
-    op = F.OP_CODE[op_name]
-    p2p = op in F.P2P_OPS
-    is_compiling = _compiling_check()
-    dtypes, reduces = DTYPE, REDUCE
-    cuda_build = _cuda_build()
-    packs = tuple(s.pack_into for s in F.RECORDS_BY_NDIM)
-    stamp_at, cursor_at, cursor_offset = F.STAMP.unpack_from, F.STAMP.pack_into, F.CURSOR_OFFSET
-    state_offset, record_bytes, no_group, issued, completed = (
-        F.STATE_OFFSET, F.RECORD_BYTES, F.NO_GROUP, F.ISSUED, F.COMPLETED)
-    f_async, f_cuda = F.F_ASYNC, F.F_CUDA
-    other_reduce, other_dtype = _OTHER_REDUCE, _OTHER_DTYPE
-    getframe, time_ns = _getframe, time.time_ns
-    act = _act
-
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if is_compiling():  # let torch.compile see the original function, and nothing of ours
-            return original(*args, **kwargs)
-        stamp = 0
-        try:
-            t, out_numel, group, redop, peer, group_peer, async_op = probe(*args, **kwargs)
-            rec = act.REC or act.recorder()
-            entry = rec.cache.get(group) or _group_entry(rec, group)
-            if entry.gid != no_group:
-                if group_peer is not None:
-                    peer = entry.ranks[group_peer]
-                elif peer is None:
-                    peer = -1
-                if p2p:
-                    entry = _p2p_entry(rec, entry, group, peer)
-                mm, base, cap, index, sites = rec.hot
-                f = getframe(1)
-                site = sites.get(id(f.f_code) | (f.f_lasti << 48))
-                if site is None:
-                    site = rec.site(f)
-                idx = next(index)
-                stamp = idx + 1
-                off = base + (idx % cap) * record_bytes
-                if not idx & 1023:  # the header's write cursor, for readers that look only at the header
-                    cursor_at(mm, cursor_offset, idx)
-                flags = f_async if async_op else 0
-                if t is None:
-                    packs[0](mm, off, stamp, time_ns(), 0, 0, next(entry.seq), entry.gid, op, 0, 0, 0, issued,
-                             flags, peer, site, stamp)
-                else:
-                    shape = t.shape
-                    nd = len(shape)
-                    numel = t.numel()
-                    if cuda_build and t.is_cuda:
-                        flags |= f_cuda
-                    out = numel if out_numel < 0 else out_numel
-                    seq = next(entry.seq)
-                    rc = reduces.get(redop, other_reduce)
-                    dc = dtypes.get(t.dtype, other_dtype)
-                    # The common ranks get a plain call: star-unpacking the shape costs more than the pack.
-                    if nd == 2:
-                        packs[2](mm, off, stamp, time_ns(), numel, out, shape[0], shape[1], seq, entry.gid, op,
-                                 rc, dc, 2, issued, flags, peer, site, stamp)
-                    elif nd == 1:
-                        packs[1](mm, off, stamp, time_ns(), numel, out, shape[0], seq, entry.gid, op, rc, dc, 1,
-                                 issued, flags, peer, site, stamp)
-                    else:
-                        packs[min(nd, 4)](mm, off, stamp, time_ns(), numel, out, *shape[:4], seq, entry.gid, op,
-                                          rc, dc, nd, issued, flags, peer, site, stamp)
-        except Exception as exc:  # tracing never changes what the application sees
-            _warn_once(op_name, exc)
-            stamp = 0
-        if not stamp:
-            return original(*args, **kwargs)
-        try:
-            result = original(*args, **kwargs)
-        except BaseException:
-            rec.complete(stamp, issued, F.F_RAISED)
-            raise
-        if flags:
-            if async_op and result is not None:
-                completion.watch(rec, stamp, result)
-            elif flags & f_cuda:
-                completion.watch_cuda(rec, stamp)
-            else:
-                rec.complete(stamp)
-        elif stamp_at(mm, off)[0] == stamp:  # the slot is still ours (no wrap-around meanwhile)
-            mm[off + state_offset] = completed
-        return result
-
-    wrapper.__name__ = getattr(original, "__name__", op_name)
-    wrapper.__qualname__ = getattr(original, "__qualname__", op_name)
+    spec = spec or OPS[name]
+    if not DTYPE:  # the dtype and reduce-op tables (install() fills them first)
+        _tables()
+    fn_name = getattr(original, "__name__", name)
+    compiling, check = _compiling_check()
+    src, consts = source(fn_name, spec, inspect.signature(original), _cuda_build(), compiling, _reduce_code)
+    filename = f"<hangdoc wrapper {name} #{next(_serial)}>"
+    linecache.cache[filename] = (len(src), None, src.splitlines(True), filename)  # readable tracebacks
+    namespace: dict[str, Any] = {
+        **FORMAT_NAMES, **consts, **check, "original": original, "act": _act, "SKIP": SKIP,
+        "group_entry": _group_entry, "p2p_entry": _p2p_entry, "reduce_code": _reduce_code, "dtypes": DTYPE,
+        "getframe": sys._getframe, "time_ns": time.time_ns, "warn_once": _warn_once, "watch": completion.watch,
+        "watch_cuda": completion.watch_cuda, "LAST_SITE": _NO_SITE,
+    }
+    exec(compile(src, filename, "exec"), namespace)  # noqa: S102 - our own template, see wrapper_source
+    _namespaces.append(namespace)
+    wrapper = namespace[fn_name]
+    wrapper.__qualname__ = getattr(original, "__qualname__", name)
     wrapper.__doc__ = getattr(original, "__doc__", None)
     wrapper.__module__ = getattr(original, "__module__", __name__)
     return wrapper
 
 
-def _compiling_check() -> Callable[[], bool]:
-    """torch.compiler.is_compiling: constant True while dynamo traces, False (cheaply) when running."""
+def _compiling_check() -> tuple[str, dict[str, Any]]:
+    """How the wrapper asks "is torch.compile tracing me?": an expression and the names it uses.
+
+    torch.compile treats torch.compiler.is_compiling() and is_dynamo_compiling() as the constant True while
+    it traces. The latter is a plain `return False` when running, cheaper than the former; the flag behind
+    is_compiling() covers torch.export's other tracers. Reading the flag alone would not do: torch.compile
+    would guard on its value and compile the wrapper again on every call.
+    """
+    import torch
+
+    compiler = getattr(torch, "compiler", None)
+    if callable(getattr(compiler, "is_dynamo_compiling", None)) and isinstance(
+            getattr(compiler, "_is_compiling_flag", None), bool):
+        return ("is_dynamo_compiling() or compiler._is_compiling_flag",
+                {"is_dynamo_compiling": compiler.is_dynamo_compiling, "compiler": compiler})
+    return "is_compiling()", {"is_compiling": is_compiling_function()}
+
+
+def is_compiling_function() -> Callable[[], bool]:
+    """torch.compiler.is_compiling, or a stand-in on a torch without it."""
     import torch
 
     check = getattr(getattr(torch, "compiler", None), "is_compiling", None)
@@ -305,22 +202,27 @@ def _destroy_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _tables() -> None:
+    global _dist, _c10d
     import torch
+    import torch.distributed
+    from torch.distributed import distributed_c10d
 
-    REDUCE[None] = F.REDUCE_CODE["SUM"]  # the default of every reducing call
-    REDUCE[_NR] = 0
+    _dist, _c10d = _dist or torch.distributed, _c10d or distributed_c10d
 
-    for code, name in enumerate(F.DTYPES):
-        dt = getattr(torch, name, None) if name else None
-        if isinstance(dt, torch.dtype):
-            DTYPE[dt] = code
+    _REDUCE[None] = F.REDUCE_CODE["SUM"]  # the default of every reducing call
+    for value in vars(torch).values():
+        if isinstance(value, torch.dtype):
+            DTYPE[value] = F.DTYPE_CODE.get(str(value).rpartition(".")[2], _OTHER_DTYPE)
     red = getattr(_dist.ReduceOp, "RedOpType", None)
     for name in F.REDUCE_OPS[1:]:
         for owner in (red, _dist.ReduceOp):
             value = getattr(owner, name, None) if owner is not None else None
             if value is not None:
+                if value is getattr(owner, name):  # a member, not a new object per lookup
+                    _REDUCE_MEMBERS.append(value)
+                    _REDUCE_BY_ID[id(value)] = F.REDUCE_CODE[name]
                 try:
-                    REDUCE[value] = F.REDUCE_CODE[name]
+                    _REDUCE[value] = F.REDUCE_CODE[name]
                 except TypeError:  # an unhashable ReduceOp instance: recorded as OTHER
                     pass
 
@@ -332,7 +234,6 @@ def _delegates(fn: Any) -> bool:
     application used.
     """
     import dis
-    import inspect
 
     code = getattr(inspect.unwrap(fn), "__code__", None)
     if code is None:
@@ -359,11 +260,17 @@ def install(module: ModuleType) -> None:
 
     _dist, _c10d = module, distributed_c10d
     _tables()
-    for name, (op_name, probe) in OPS.items():
+    if forget_sites not in _act.ON_NEW_RECORDER:
+        _act.ON_NEW_RECORDER.append(forget_sites)
+    for name, spec in OPS.items():
         original = getattr(distributed_c10d, name, None)
         if original is None or getattr(original, "__hangdoc_wrapped__", False) or _delegates(original):
             continue
-        wrapper = make_wrapper(original, op_name, probe)
+        try:
+            wrapper = make_wrapper(original, name, spec)
+        except (ValueError, TypeError) as exc:  # a signature this version of the wrappers cannot read
+            print(f"hangdoc: tracer left torch.distributed.{name} unwrapped: {exc}", file=sys.stderr)
+            continue
         _act.patch(distributed_c10d, name, lambda _o, w=wrapper: w)
         if getattr(module, name, None) is original:
             _act.patch(module, name, lambda _o, w=wrapper: w)
