@@ -1,12 +1,16 @@
-"""Per-call cost of hangdoc's collective tracer: traced vs untraced, medians.
+"""Per-call cost of hangdoc's collective tracer: traced vs untraced, medians of interleaved batches.
 
-    python benchmarks/tracer.py [--calls N] [--batches B] [--ranks 1|2]
+    python benchmarks/tracer.py [--ranks 1 2] [--batches B] [--noop-calls N] [--gloo-calls N]
 
-1. no-op: a do-nothing function with all_reduce's signature, called bare and through the same wrapper
-   that traces torch.distributed.all_reduce (argument probe, group lookup, call site, one record written
-   and completed in the memory-mapped ring). The difference is what tracing adds to every call.
-2. gloo: torch.distributed.all_reduce of a 16-float tensor on a gloo group of --ranks processes, batches
-   of traced and untraced calls interleaved so that drift of a shared machine hits both alike.
+1. no-op: a do-nothing function with all_reduce's parameters, called bare and through the same generated
+   wrapper that traces torch.distributed.all_reduce (group lookup, call site, one record written and
+   completed in the memory-mapped ring). The difference is what tracing adds to every call.
+2. gloo: torch.distributed.all_reduce of a 16-float tensor on a gloo group of 1 or 2 processes.
+
+Batches of untraced and traced calls alternate (A B B A A B ...), so that drift of a shared machine hits
+both alike, and the cost added is the median over batches of (traced - untraced) of neighbouring batches.
+Each figure is given twice: wall time (perf_counter) and the process's CPU time (process_time), which
+other load on the machine disturbs less.
 
 Goal: <= 1 microsecond median added per call on the no-op path, <= 2 % on the gloo loop.
 """
@@ -19,25 +23,36 @@ import statistics
 import sys
 import tempfile
 import time
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns}
 
-def _per_call_ns(fn, args, calls: int) -> float:
-    t0 = time.perf_counter_ns()
+
+def _batch(fn: Callable[..., Any], args: tuple, calls: int) -> dict[str, float]:
+    """ns per call, by each clock."""
+    start = {k: c() for k, c in CLOCKS.items()}
     for _ in range(calls):
         fn(*args)
-    return (time.perf_counter_ns() - t0) / calls
+    return {k: (c() - start[k]) / calls for k, c in CLOCKS.items()}
 
 
-def _interleaved(bare, traced, args, calls: int, batches: int) -> tuple[list[float], list[float]]:
-    b, t = [], []
-    for _ in range(batches):
-        b.append(_per_call_ns(bare, args, calls))
-        t.append(_per_call_ns(traced, args, calls))
-    return b, t
+def _interleaved(bare: Callable[..., Any], traced: Callable[..., Any], args: tuple, calls: int,
+                 batches: int) -> list[tuple[dict[str, float], dict[str, float]]]:
+    """(bare, traced) per pair of neighbouring batches, in A B B A order."""
+    pairs = []
+    for i in range(batches):
+        if i % 2:
+            t = _batch(traced, args, calls)
+            b = _batch(bare, args, calls)
+        else:
+            b = _batch(bare, args, calls)
+            t = _batch(traced, args, calls)
+        pairs.append((b, t))
+    return pairs
 
 
 def _free_port() -> int:
@@ -46,7 +61,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _worker(rank: int, world: int, port: int, trace_dir: str, calls: int, batches: int, queue) -> None:
+def _worker(rank: int, world: int, port: int, trace_dir: str, a: argparse.Namespace, queue: Any) -> None:
     from hangdoc.tracer import activate, torch_dist
 
     activate.start(trace_dir)  # installs the torch.distributed wrappers (already imported)
@@ -56,50 +71,68 @@ def _worker(rank: int, world: int, port: int, trace_dir: str, calls: int, batche
     traced_ar = dist.all_reduce
     bare_ar = traced_ar.__wrapped__
     out = {}
-    if rank == 0:
-        def noop(tensor, op=None, group=None, async_op=False):
+    if rank == 0 and world == 1:
+        def noop(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
             return None
 
-        traced_noop = torch_dist.make_wrapper(noop, "all_reduce", torch_dist.OPS["all_reduce"][1])
-        _interleaved(noop, traced_noop, (x,), calls, 3)  # warm up
-        out["noop"] = _interleaved(noop, traced_noop, (x,), calls * 10, batches)
+        traced_noop = torch_dist.make_wrapper(noop, "all_reduce")
+        _interleaved(noop, traced_noop, (x,), a.noop_calls, 4)  # warm up
+        out["noop"] = _interleaved(noop, traced_noop, (x,), a.noop_calls, a.batches)
     dist.barrier()
-    _interleaved(bare_ar, traced_ar, (x,), max(10, calls // 10), 2)  # warm up
-    out["gloo"] = _interleaved(bare_ar, traced_ar, (x,), calls, batches)
+    _interleaved(bare_ar, traced_ar, (x,), max(10, a.gloo_calls // 10), 4)  # warm up
+    out["gloo"] = _interleaved(bare_ar, traced_ar, (x,), a.gloo_calls, a.batches)
     dist.barrier()
     if rank == 0:
         queue.put(out)
     dist.destroy_process_group()
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--calls", type=int, default=2000, help="calls per batch (gloo); x10 for the no-op")
-    ap.add_argument("--batches", type=int, default=15)
-    ap.add_argument("--ranks", type=int, default=2, choices=(1, 2))
-    a = ap.parse_args()
+def _run(world: int, a: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as trace_dir:
         ctx = mp.get_context("spawn")
         queue = ctx.Queue()
         port = _free_port()
-        procs = [ctx.Process(target=_worker, args=(r, a.ranks, port, trace_dir, a.calls, a.batches, queue))
-                 for r in range(a.ranks)]
+        procs = [ctx.Process(target=_worker, args=(r, world, port, trace_dir, a, queue)) for r in range(world)]
         for p in procs:
             p.start()
-        out = queue.get(timeout=600)
-        for p in procs:
-            p.join(timeout=60)
-    bare, traced = out["noop"]
-    mb, mt = statistics.median(bare), statistics.median(traced)
-    print(f"no-op all_reduce signature, {a.batches} batches of {a.calls * 10} calls:")
-    print(f"  untraced {mb:8.1f} ns/call   traced {mt:8.1f} ns/call   added {mt - mb:8.1f} ns/call "
-          f"(goal <= 1000)")
-    bare, traced = out["gloo"]
-    mb, mt = statistics.median(bare), statistics.median(traced)
-    print(f"gloo all_reduce of 16 floats, {a.ranks} rank(s), {a.batches} batches of {a.calls} calls:")
-    print(f"  untraced {mb / 1000:8.2f} us/call   traced {mt / 1000:8.2f} us/call   added {(mt - mb) / 1000:6.2f} "
-          f"us/call = {100 * (mt - mb) / mb:+.2f} % (goal <= 2 %)")
-    sys.stdout.flush()
+        try:
+            return queue.get(timeout=900)
+        finally:
+            for p in procs:
+                p.join(timeout=60)
+                if p.is_alive():
+                    p.kill()
+
+
+def _report(title: str, pairs: list[tuple[dict[str, float], dict[str, float]]], unit: float, unit_name: str,
+            goal: str) -> None:
+    print(title)
+    for clock in CLOCKS:
+        bare = statistics.median(b[clock] for b, _ in pairs)
+        traced = statistics.median(t[clock] for _, t in pairs)
+        added = statistics.median(t[clock] - b[clock] for b, t in pairs)
+        u = f"{unit_name}/call"
+        print(f"  {clock:4s}  untraced {bare / unit:9.3f} {u}   traced {traced / unit:9.3f} {u}   "
+              f"added {added / unit:8.3f} {u} = {100 * added / bare:+7.2f} %   ({goal})")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2], choices=(1, 2))
+    ap.add_argument("--batches", type=int, default=21, help="batches of each kind, interleaved")
+    ap.add_argument("--noop-calls", type=int, default=20000, help="calls per no-op batch")
+    ap.add_argument("--gloo-calls", type=int, default=0, help="calls per gloo batch (default 2000 with one rank, "
+                                                               "300 with two)")
+    a = ap.parse_args()
+    for world in a.ranks:
+        calls = a.gloo_calls or (2000 if world == 1 else 300)
+        out = _run(world, argparse.Namespace(**{**vars(a), "gloo_calls": calls}))
+        if "noop" in out:
+            _report(f"no-op with all_reduce's parameters, {a.batches} x 2 batches of {a.noop_calls} calls:",
+                    out["noop"], 1, "ns", "goal: <= 1000 ns added")
+        _report(f"gloo all_reduce of 16 floats, {world} rank(s), {a.batches} x 2 batches of {calls} calls:",
+                out["gloo"], 1000, "us", "goal: <= 2 %")
+        sys.stdout.flush()
 
 
 if __name__ == "__main__":
