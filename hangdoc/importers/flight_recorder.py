@@ -196,33 +196,23 @@ _LIBRARY_FRAME = re.compile(r"/(?:site|dist)-packages/|/lib/python\d+(?:\.\d+)?/
 def _call_sites(frames_col: tuple) -> list[str | None]:
     """Per entry: the innermost frame outside libraries (the user's call), else the innermost frame."""
     cache: dict[int, tuple[bool, str]] = {}  # frame dicts are shared between entries in a dump
-
-    def describe(fr: Any) -> tuple[bool, str]:
-        got = cache.get(id(fr))
-        if got is None:
-            f = fr if isinstance(fr, dict) else {}
-            fname = str(f.get("filename", "?"))
-            got = (bool(_LIBRARY_FRAME.search(fname)), f"{f.get('name', '?')} ({fname}:{f.get('line', '?')})")
-            cache[id(fr)] = got
-        return got
-
-    by_stack: dict[tuple[int, ...], str | None] = {}  # ... and so are whole stacks (in new lists)
+    search = _LIBRARY_FRAME.search
     out: list[str | None] = []
+    append = out.append
     for frames in frames_col:
-        key = tuple(map(id, frames)) if frames else ()
-        if key in by_stack:
-            out.append(by_stack[key])
-            continue
         site = None
-        for fr in frames or ():
-            in_library, text = describe(fr)
+        for fr in frames or ():  # a few frames each: torch's own, then the caller's
+            got = cache.get(id(fr))
+            if got is None:
+                f = fr if isinstance(fr, dict) else {}
+                fname = str(f.get("filename", "?"))
+                got = cache[id(fr)] = (bool(search(fname)), f"{f.get('name', '?')} ({fname}:{f.get('line', '?')})")
             if site is None:
-                site = text
-            if not in_library:
-                site = text
+                site = got[1]
+            if not got[0]:
+                site = got[1]
                 break
-        by_stack[key] = site
-        out.append(site)
+        append(site)
     return out
 
 
@@ -512,6 +502,8 @@ def _parse_all(items: list[tuple[str, int]]) -> list[_Parsed]:
     import multiprocessing as mp
     import threading
 
+    import pandas  # noqa: F401  pyarrow imports it at its first pa.array of a list: once here, not per worker
+
     # fork is cheapest, but only safe while this process runs a single thread
     methods = mp.get_all_start_methods()
     method = "fork" if "fork" in methods and threading.active_count() == 1 else ("forkserver" if "forkserver" in methods else None)
@@ -736,7 +728,8 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
         "record_id": t.column("record_id"),
         "call_site": t.column("call_site"),
     }
-    return pa.table(cols, schema=COLLECTIVES), groups
+    # one chunk per column, not one per file: readers then take rows and batches without walking 1000s of chunks
+    return pa.table(cols, schema=COLLECTIVES).combine_chunks(), groups
 
 
 def _version_tuple(version: Any) -> tuple[int, int] | None:
