@@ -16,7 +16,7 @@ import psutil
 import pyarrow as pa
 
 from hangdoc.capture import ranks as rk
-from hangdoc.capture.redact import redact_argv, redact_env
+from hangdoc.redact import redact_argv, redact_env
 from hangdoc.capture.timeouts import DaemonPool, read_bytes
 
 LAUNCHER = re.compile(

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from hangdoc.bundle import Bundle
-from hangdoc.capture.redact import REDACTED
+from hangdoc.redact import REDACTED
 from hangdoc.capture.run import CaptureOptions, capture
 
 pytestmark = [

@@ -1,7 +1,7 @@
-"""Env allow-list and secret redaction: what a bundle attached to a bug report may carry."""
+"""Env allow-list and secret redaction: what a bundle or report archive attached to a bug report may carry."""
 from __future__ import annotations
 
-from hangdoc.capture.redact import REDACTED, redact_argv, redact_env, redact_value, secret_name
+from hangdoc.redact import REDACTED, redact_argv, redact_env, redact_text, redact_value, secret_name
 
 
 def test_env_keeps_allow_listed_only_and_redacts_by_name():
@@ -54,3 +54,21 @@ def test_argv_flags_and_values():
                                  "--tokenizer", "meta/llama", "--max-num-batched-tokens", "8192", "--extra", REDACTED]
     # a secret-named flag followed by another flag (a boolean switch) redacts nothing
     assert redact_argv(["x", "--use-auth", "--port", "8"]) == ["x", "--use-auth", "--port", "8"]
+
+
+def test_free_text_blanks_credentials_and_keeps_log_text():
+    cases = {
+        "HF_TOKEN=hf_abcdefghijklmnopqrstuvwxyz123 started": f"HF_TOKEN={REDACTED} started",
+        "vllm serve m --api-key abc123 --port 8000": f"vllm serve m --api-key {REDACTED} --port 8000",
+        '{"api_key": "s3cr3t", "model": "x"}': f'{{"api_key": "{REDACTED}", "model": "x"}}',
+        "Authorization: Bearer abc.def.ghijkl": f"Authorization: Bearer {REDACTED}",
+        "db password: hunter2 (retrying)": f"db password: {REDACTED} (retrying)",
+        "fetch https://u:pw@host/x failed": f"fetch https://u:{REDACTED}@host/x failed",
+        "token QWxhZGRpbjpvcGVuIHNlc2FtZQ0aLongB64Value99,": f"token {REDACTED},",
+    }
+    for text, want in cases.items():
+        assert redact_text(text) == want, text
+    for keep in ("max_num_batched_tokens=8192 tokens/s 55.1", "INFO 03-01 12:30:01 engine.py:99] shm_broadcast timeout",
+                 "NCCL_IB_HCA=mlx5_0 NCCL_DEBUG=INFO", "--tokenizer meta/llama --max-model-len 4096",
+                 'File "/usr/lib/python3/site-packages/torch/distributed/distributed_c10d.py", line 2606, in all_reduce'):
+        assert redact_text(keep) == keep

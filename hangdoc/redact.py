@@ -1,7 +1,8 @@
-"""What of a process's environment and argv goes into a bundle: an allow-list, with secrets blanked.
+"""Secrets out of what gets shared: an environment allow-list, and credentials blanked in argv and free text.
 
-Bundles get attached to bug reports, so anything that looks like a credential is replaced by REDACTED,
-by its name (HF_TOKEN, VLLM_API_KEY, --api-key) or by its shape (hf_..., sk-..., JWTs, long base64).
+Bundles and report archives get attached to bug reports, so anything that looks like a credential is replaced
+by REDACTED, by its name (HF_TOKEN, VLLM_API_KEY, --api-key) or by its shape (hf_..., sk-..., JWTs, long
+base64). Capture uses it on what it reads; `hangdoc report` again on everything it packs (logs, notes, manifests).
 """
 from __future__ import annotations
 
@@ -98,3 +99,32 @@ def redact_argv(argv: Sequence[str]) -> list[str]:
                 continue
         out.append(redact_value(arg))
     return out
+
+
+
+# In free text (log lines, notes): NAME=value, "name": "value", --flag value, Authorization: Bearer value.
+_ASSIGNMENT = re.compile(r"""(?<![\w.-])(?P<name>-{0,2}[A-Za-z_][\w.-]*)(?P<sep>['"]?\s*[=:]\s*['"]?)(?P<value>[^\s'",;}]+)""")
+_FLAG = re.compile(r"(?<![\w.-])(?P<name>--?[A-Za-z][\w-]*)(?P<sep>\s+)(?P<value>[^\s\-][^\s]*)")
+_BEARER = re.compile(r"\b(?P<name>Bearer|Basic)(?P<sep>\s+)(?P<value>[A-Za-z0-9._~+/=-]{8,})")
+
+
+def _blank(m: re.Match[str]) -> str:
+    if m.re is not _BEARER and not secret_name(m.group("name")):
+        return m.group(0)
+    return m.group("name") + m.group("sep") + REDACTED
+
+
+def redact_text(text: str) -> str:
+    """A log line or note with credentials blanked: values of secret-named assignments and flags, bearer
+    tokens, token-shaped words and URL passwords. Ordinary log text (tokens/s, max_num_batched_tokens=8192)
+    stays as it was."""
+    if not text:
+        return text
+    for pattern in (_BEARER, _ASSIGNMENT, _FLAG):
+        text = pattern.sub(_blank, text)
+    words = text.split(" ")
+    for i, word in enumerate(words):
+        core = word.strip("'\",;:()[]{}<>")
+        if core and _looks_like_base64_secret(core):
+            words[i] = word.replace(core, REDACTED)
+    return redact_value(" ".join(words))
