@@ -242,15 +242,23 @@ class Bundle:
 
     @classmethod
     def merge(cls, bundles: list["Bundle"]) -> "Bundle":
-        """One bundle holding every input bundle's rows; manifests are kept under 'parts'."""
+        """One bundle holding every input bundle's rows, rows several of them hold counted once (see
+        hangdoc.duplicates); manifests are kept under 'parts'."""
+        from hangdoc.duplicates import drop_duplicates
+
         merged = cls()
         merged.manifest["parts"] = [b.manifest for b in bundles]
         for b in bundles:
             b._load_deferred()
+        own_tables, notes = drop_duplicates(bundles)
+        for b, own in zip(bundles, own_tables):
             merged.manifest["inputs"].extend(b.manifest.get("inputs", []))
+            if own is None:  # the same capture as an earlier input
+                continue
             merged.notes.extend(b.notes)
-            for name, table in b.tables.items():
+            for name, table in own.items():
                 merged.add(name, table)
+        merged.notes.extend(notes)
         return merged
 
     # --- writing -------------------------------------------------------------------------------

@@ -67,7 +67,8 @@ def test_a_deferred_bundle_is_read_in_full_before_it_is_written_or_grown(tmp_pat
     b.add("collectives", table_from_rows("collectives", _rows(1)))
     assert b.table("collectives").column("in_shapes").to_pylist()[:40] == full.column("in_shapes").to_pylist()
     merged = Bundle.merge([Bundle.open(path, defer=DEFERRED), Bundle.open(path, defer=DEFERRED)])
-    assert merged.table("collectives").column("call_site").to_pylist() == full.column("call_site").to_pylist() * 2
+    # the same bundle twice is counted once (hangdoc.duplicates)
+    assert merged.table("collectives").column("call_site").to_pylist() == full.column("call_site").to_pylist()
 
 
 @pytest.mark.parametrize("row_group_size", [None, 500])
