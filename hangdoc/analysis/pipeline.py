@@ -31,6 +31,7 @@ from hangdoc.analysis.model import (
 from hangdoc.analysis.gpu import gpu_signatures
 from hangdoc.analysis.host import host_signatures
 from hangdoc.analysis.logs import log_signatures
+from hangdoc.analysis.report_data import environment, gpu_series
 from hangdoc.analysis.stacks import stack_classes
 from hangdoc.analysis.swaps import swap_pass
 from hangdoc.analysis.text import plural
@@ -144,6 +145,8 @@ def diagnose(bundle: Bundle) -> Diagnosis:
         rank_labels=dict(view.labels) if view is not None else {},
         alignment=alignment_windows(view, verdict),
         wait_for=wait_edges(view),
+        gpus=gpu_series(ctx),
+        environment=environment(ctx, bundle.manifest),
     )
 
 

@@ -231,6 +231,7 @@ def _collect(
     progress.start("targets", "finding the job")
     t0 = time.monotonic()
     recording, nvml_note = gpu.probe()
+    bundle.manifest["capture"]["nvidia_driver"] = (recording or {}).get("driver_version")
     gpu_map = gpu.gpu_process_map(recording)
     table, scan_notes = targets.scan_processes(want_env=opts.auto)
     selection = targets.select_targets(

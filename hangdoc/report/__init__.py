@@ -10,7 +10,7 @@ from hangdoc.report.jsonreport import to_dict
 
 __all__ = ["FORMATS", "render", "render_text", "to_dict"]
 
-FORMATS = ("text", "markdown", "json")
+FORMATS = ("text", "markdown", "json", "html")
 FILE_WIDTH = 120  # text reports written to a file or a pipe: wide enough for op labels side by side
 
 
@@ -24,6 +24,10 @@ def render_text(diagnosis: Diagnosis, fmt: str, width: int = FILE_WIDTH) -> str:
         from hangdoc.report.markdown import render as markdown
 
         return markdown(diagnosis)
+    if fmt == "html":
+        from hangdoc.report.html import render as html
+
+        return html(diagnosis)
     if fmt == "text":
         import io
 

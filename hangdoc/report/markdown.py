@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GroupView
+from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView
 from hangdoc.report.condense import (
     call_classes,
     class_seqs,
@@ -31,6 +31,7 @@ GROUP_ROWS = 12
 FINDING_EVIDENCE = 20
 LINE_CHARS = 500
 DETAILS_CHARS = 3000
+GPU_SAMPLES = 12  # last samples per GPU in the table
 _RESERVE = 500  # kept free for the truncation notes
 
 
@@ -47,6 +48,12 @@ def render(d: Diagnosis, limit: int = LIMIT) -> str:
     if d.groups:
         views = ordered_groups(d)
         doc.details(f"Communicators ({len(views)})", "", [_group(d, v, GROUP_ROWS) for v in views], "", share=0.25)
+    if d.gpus:
+        doc.details(f"GPU samples ({len(d.gpus)} GPUs)", "| host | GPU | rank | SM busy % | memory bandwidth % |\n"
+                    "|---|---:|---:|---|---|\n", [_gpu(g) for g in d.gpus], "", share=0.1)
+    if d.environment:
+        doc.details("Environment", "| | |\n|---|---|\n",
+                    [f"| {_cell(k)} | `{_code(v)}` |\n" for k, v in d.environment.items()], "", share=0.05)
     doc.details("Notes, checks and inputs", "", _footer(d), "", share=0.1)
     return doc.text()
 
@@ -216,6 +223,16 @@ def _finding(d: Diagnosis, index: int, f: Finding) -> str:
             text = text[:DETAILS_CHARS] + "\n... (cut)"
         out += ["```json", text, "```", ""]
     return "\n".join(out) + "\n"
+
+
+def _gpu(g: GpuSeries) -> str:
+    """One GPU's last samples: '100 100 99' reads as a spin where the picture would show a flat line."""
+    def last(values: tuple[float, ...]) -> str:
+        shown = ["-" if v != v else f"{v:.0f}" for v in values[-GPU_SAMPLES:]]
+        return ("... " if len(values) > GPU_SAMPLES else "") + " ".join(shown)
+
+    rank = "-" if g.rank is None else str(g.rank)
+    return f"| {_cell(g.host)} | {g.gpu} | {rank} | {last(g.sm_util)} | {last(g.mem_bw_util)} |\n"
 
 
 def _footer(d: Diagnosis) -> list[str]:

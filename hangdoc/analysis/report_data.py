@@ -1,0 +1,103 @@
+"""What the reports show besides findings: GPU series for sparklines and the environment the job ran in.
+
+Both are read from the tables and manifest the analysis already has; nothing here judges the hang.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from typing import Any, Iterable, Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from hangdoc.analysis.gpu import _gpu_ranks, _lookup, _series
+from hangdoc.analysis.host import context_views
+from hangdoc.analysis.model import GpuSeries
+from hangdoc.analysis.procs import rows
+
+MAX_SAMPLES = 120  # points per sparkline
+MAX_ENV_VARS = 40
+_ENV_PREFIXES = ("NCCL_", "TORCH_NCCL_", "TORCH_DISTRIBUTED", "VLLM_", "SGLANG_", "CUDA_DEVICE_MAX_CONNECTIONS")
+_LIB_NOTE = re.compile(r"communication library version (\S+)")
+
+
+def _nan(v: Any) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def gpu_series(ctx: Any) -> tuple[GpuSeries, ...]:
+    """Each GPU's SM and memory-bandwidth use over the capture's samples, with the rank that holds it."""
+    table = ctx.table("gpu_samples")
+    if not table.num_rows:
+        return ()
+    procs, _ = context_views(ctx)
+    owners = _gpu_ranks(procs, rows(ctx.table("gpu_processes")))
+    out = []
+    for (host, gpu), samples in _series(rows(table)).items():
+        samples = samples[-MAX_SAMPLES:]
+        ranks = _lookup(owners, host, gpu) or []
+        out.append(GpuSeries(
+            host=str(host or "?"), gpu=int(gpu), rank=int(ranks[0]) if len(ranks) == 1 else None,
+            sm_util=tuple(_nan(r.get("sm_util")) for r in samples),
+            mem_bw_util=tuple(_nan(r.get("mem_bw_util")) for r in samples),
+        ))
+    return tuple(sorted(out, key=lambda s: (s.host, s.gpu)))
+
+
+def _distinct(table: pa.Table, column: str) -> list[Any]:
+    if not table.num_rows:
+        return []
+    col = table.column(column)
+    if pa.types.is_dictionary(col.type):  # the dictionaries, not millions of rows cast to strings
+        values = {v for chunk in col.chunks for v in chunk.dictionary.to_pylist()}
+    else:
+        values = set(pc.unique(col).to_pylist())
+    return sorted(v for v in values if v not in (None, ""))
+
+
+def _joined(values: Iterable[Any], limit: int = 8) -> str:
+    vs = sorted({str(v) for v in values})
+    return ", ".join(vs[:limit]) + (f" ... ({len(vs)} in all)" if len(vs) > limit else "")
+
+
+def environment(ctx: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
+    """Hosts, GPUs, driver and communication library versions, and the NCCL/vLLM settings the processes ran
+    with (one value, or each distinct value when processes differ), as far as the inputs say."""
+    env: dict[str, str] = {}
+    hosts: set[str] = set()
+    for name in ("processes", "collectives", "thread_samples", "gpu_samples", "py_frames", "log_events"):
+        hosts.update(str(h) for h in _distinct(ctx.table(name), "host"))
+    if hosts:
+        env["hosts"] = f"{len(hosts)}: {_joined(hosts)}"
+    parts = list(manifest.get("parts") or [manifest])
+    captured = [p for p in parts if isinstance(p, dict) and "capture" in p]
+    versions = {str(p.get("hangdoc_version")) for p in captured if p.get("hangdoc_version")}
+    if versions:
+        env["hangdoc (capture)"] = _joined(versions)
+    drivers = {str(p["capture"].get("nvidia_driver")) for p in captured
+               if isinstance(p.get("capture"), dict) and p["capture"].get("nvidia_driver")}
+    if drivers:
+        env["NVIDIA driver"] = _joined(drivers)
+    gpus = ctx.table("gpu_samples")
+    names = _distinct(gpus, "name")
+    if names:
+        count = len({(h, g) for h, g in zip(gpus.column("host").to_pylist(), gpus.column("gpu").to_pylist())})
+        env["GPUs"] = f"{count} x {_joined(names)}"
+    libs = {m.group(1) for note in manifest.get("notes") or [] for m in [_LIB_NOTE.search(str(note))] if m}
+    if libs:
+        env["NCCL (Flight Recorder)"] = _joined(libs)
+    procs = ctx.table("processes")
+    if procs.num_rows:
+        seen: dict[str, set[str]] = defaultdict(set)
+        for pairs in procs.column("env").to_pylist():
+            for k, v in pairs or []:
+                if k.startswith(_ENV_PREFIXES):
+                    seen[k].add(str(v))
+        for k in sorted(seen)[:MAX_ENV_VARS]:
+            vs = seen[k]
+            env[k] = next(iter(vs)) if len(vs) == 1 else f"{_joined(vs, 4)} (differs between processes)"
+        if len(seen) > MAX_ENV_VARS:
+            env["..."] = f"{len(seen) - MAX_ENV_VARS} more variables in the processes table"
+    return env
+
