@@ -91,6 +91,35 @@ def capture(
         raise typer.Exit(130)
 
 
+@app.command()
+def report(
+    inputs: List[Path] = typer.Argument(..., help="Bundles (one per node), or dumps/traces/logs to make a bundle of."),
+    output: Path = typer.Option(Path("hang-report.tar.gz"), "--output", "-o", help="Archive to write (must not exist)."),
+    max_size: float = typer.Option(25.0, "--max-size", help="Size cap in MB; the biggest tables are sampled down to fit."),
+) -> None:
+    """One archive for a bug report: bundles, Markdown, HTML and JSON reports, secrets redacted, size capped."""
+    from hangdoc.report.archive import build_archive
+
+    result = build_archive(list(inputs), output, max_size)
+    m, v = result.manifest, result.diagnosis.verdict
+    redacted = sum(r["values"] for r in m["redacted"])
+    sampled = ", ".join(f"{d['bundle']}/{d['table']} {d['rows']:,} -> {d['kept']:,} rows" for d in m["dropped"])
+    typer.echo(f"archive: {result.path} ({m['bytes'] / 2**20:.1f} MB)")
+    typer.echo(f"verdict: {v.kind}" + (f", culprit ranks {', '.join(map(str, v.culprit_ranks))}" if v.culprit_ranks else ""))
+    typer.echo(f"redacted: {redacted} value(s); sampled to fit {max_size:g} MB: {sampled or 'nothing'}")
+
+
+@app.command()
+def inspect(
+    bundles: List[Path] = typer.Argument(..., help="Bundle directories."),
+) -> None:
+    """What a bundle holds: tables and rows, hosts, ranks, collector notes (to open its Parquet files yourself)."""
+    from hangdoc.inspect import describe
+
+    for i, path in enumerate(bundles):
+        typer.echo(("\n" if i else "") + describe(path), nl=False)
+
+
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
     trace_dir: Path = typer.Option(..., "--trace-dir", help="Directory for the trace files (created if needed)."),
