@@ -128,15 +128,20 @@ def _fallback_windows(d: Diagnosis) -> list[AlignmentWindow]:
             continue
         members = views[group].ranks if group in views else tuple(c.rank for c in f.calls)
         windows[group] = AlignmentWindow(group, f.seq, tuple(members), tuple(f.calls))
-    if not windows:
-        for view in ordered_groups(d)[:MAX_PANELS]:
-            calls = tuple(
-                OpCall(rank=p.rank, seq=p.last_seq, op=p.last_op, state=p.state or "unknown")
-                for p in view.positions if p.last_op
-            )
-            seqs = {c.seq for c in calls}
-            if calls and len(seqs) > 1:  # members stand at different places: worth a picture
-                windows[view.group] = AlignmentWindow(view.group, min(seqs, key=seq_key), view.ranks, calls)
+    named = {f.group for f in d.findings if f.group} | {g for f in swap_findings(d) for g in (f.swap.from_group,
+                                                                                           f.swap.to_group)}
+    for view in ordered_groups(d):
+        if len(windows) >= MAX_PANELS:
+            break
+        if view.group in windows or (windows and view.group not in named):
+            continue
+        calls = tuple(  # each member's last call: enough to show who stopped where
+            OpCall(rank=p.rank, seq=p.last_seq, op=p.last_op, state=p.state or "unknown")
+            for p in view.positions if p.last_op
+        )
+        seqs = {c.seq for c in calls}
+        if calls and len(seqs) > 1:  # members stand at different places: worth a column each
+            windows[view.group] = AlignmentWindow(view.group, min(seqs, key=seq_key), view.ranks, calls)
     return list(windows.values())
 
 
@@ -341,18 +346,63 @@ def family_counts(d: Diagnosis) -> dict[str, dict[int, int]]:
     return {f: dict(v) for f, v in sorted(out.items(), key=lambda kv: natural_key(kv[0]))}
 
 
+def _partitions(d: Diagnosis) -> dict[str, dict[int, tuple[int, ...]]]:
+    """family -> rank -> members of the rank's communicator, for families whose communicators partition ranks."""
+    out: dict[str, dict[int, tuple[int, ...]]] = {}
+    broken: set[str] = set()
+    for g in d.groups:
+        fam = g.family or g.group.split(":", 1)[0]
+        members = tuple(sorted(int(r) for r in g.ranks))
+        if len(members) < 2:
+            broken.add(fam)
+        for r in members:
+            if out.setdefault(fam, {}).setdefault(r, members) != members:
+                broken.add(fam)
+    return {f: m for f, m in out.items() if f not in broken}
+
+
+def count_deltas(d: Diagnosis) -> tuple[str | None, dict[str, dict[int, float]]]:
+    """Each rank's calls per family minus its peers' median: (peer family, family -> rank -> delta).
+
+    Peers are the members of the rank's communicator of one family (seed 001 compares a rank with its TP peers);
+    the family picked is the one that leaves the fewest ranks off their peers' count, the whole family's
+    median when none does better. Peers share every step, so a nonzero delta on two families is a swap.
+    """
+    counts = family_counts(d)
+    choices: list[tuple[str | None, dict[int, tuple[int, ...]] | None]] = [(None, None)]
+    choices += sorted(_partitions(d).items(), key=lambda kv: -len(next(iter(kv[1].values()))))
+    best: tuple[tuple[int, float], str | None, dict[str, dict[int, float]]] | None = None
+    for peer_family, peers in choices:
+        deltas: dict[str, dict[int, float]] = {}
+        for fam, c in counts.items():
+            deltas[fam] = {}
+            for r, n in c.items():
+                group = peers.get(r) if peers is not None else None
+                pool = [c[p] for p in group if p in c] if group else list(c.values())
+                deltas[fam][r] = n - statistics.median(pool)
+        odd = {r for v in deltas.values() for r, x in v.items() if x}
+        score = (len(odd), sum(abs(x) for v in deltas.values() for x in v.values()))
+        if best is None or score < best[0]:
+            best = (score, peer_family, deltas)
+    return (best[1], best[2]) if best else (None, {})
+
+
+def _num(x: float) -> str:
+    return f"{x:.0f}" if float(x).is_integer() else f"{x:.1f}"
+
+
 def counts_svg(d: Diagnosis) -> str:
-    """Per rank and family, the call count as a bar left or right of the family's median."""
+    """Per rank and family, the call count as a bar left or right of its peers' median."""
     counts = {f: c for f, c in family_counts(d).items() if c}
     if not counts:
         return ""
+    peer_family, deltas = count_deltas(d)
     bad = set(culprits(d))
     swapped = {int(r) for f in swap_findings(d) for r in f.ranks}
     all_ranks = {r for c in counts.values() for r in c}
-    deltas = {f: {r: n - statistics.median(c.values()) for r, n in c.items()} for f, c in counts.items()}
     odd = {r for f in deltas for r, v in deltas[f].items() if v}
     rows, hidden = _pick_rows(all_ranks, [bad, swapped, odd])
-    col_w, half = 250, 80
+    col_w, half = 300, 80
     y_of = {r: HEAD_H + i * CELL_H for i, r in enumerate(rows)}
     parts = []
     for r in rows:
@@ -362,13 +412,12 @@ def counts_svg(d: Diagnosis) -> str:
             f'<rect class="rowbg" x="0" y="{y_of[r]}" width="{LABEL_W + col_w * len(counts)}" height="{CELL_H}"/>'
             f'{_row_label(d, r, bad, 6, y_of[r] + CELL_H / 2 + 4)}</g>'
         )
+    base = f"vs. {peer_family} peers" if peer_family else "vs. family median"
     for k, (fam, c) in enumerate(counts.items()):
-        x0 = LABEL_W + k * col_w
-        mid = x0 + half + 10
-        med = statistics.median(c.values())
+        mid = LABEL_W + k * col_w + half + 10
         scale = max((abs(v) for v in deltas[fam].values()), default=0) or 1
-        parts.append(f'<text class="ghead" x="{mid}" y="14" text-anchor="middle">{_e(fam)}</text>'
-                     f'<text class="shead" x="{mid}" y="34" text-anchor="middle">median {med:g}</text>'
+        parts.append(f'<text class="ghead" x="{mid}" y="14" text-anchor="middle">{_e(fam)} calls</text>'
+                     f'<text class="shead" x="{mid}" y="34" text-anchor="middle">{_e(base)}</text>'
                      f'<line class="zero" x1="{mid}" x2="{mid}" y1="{HEAD_H - 4}" y2="{HEAD_H + len(rows) * CELL_H}"/>')
         for r in rows:
             if r not in c:
@@ -377,11 +426,11 @@ def counts_svg(d: Diagnosis) -> str:
             length = half * abs(delta) / scale
             left = mid - length if delta < 0 else mid
             y = y_of[r]
-            sign = "" if not delta else (f" (+{delta:g})" if delta > 0 else f" (−{-delta:g})")
+            sign = "" if not delta else (f" (+{_num(delta)})" if delta > 0 else f" (−{_num(-delta)})")
             cls = "bar" + (" up" if delta > 0 else " down" if delta < 0 else "")
             parts.append(
-                f'<g class="{cls}" data-rank="{r}" data-family="{_e(fam)}" data-calls="{c[r]}" data-delta="{delta:g}">'
-                f'<title>rank {r}: {c[r]} calls on {_e(fam)}{sign}</title>'
+                f'<g class="{cls}" data-rank="{r}" data-family="{_e(fam)}" data-calls="{c[r]}" '
+                f'data-delta="{_num(delta)}"><title>rank {r}: {c[r]} calls on {_e(fam)}{sign}</title>'
                 f'<rect x="{left:.1f}" y="{y + 5}" width="{max(length, 1.5):.1f}" height="{CELL_H - 10}"/>'
                 f'<text x="{mid + half + 14}" y="{y + CELL_H / 2 + 4}">{c[r]}{sign}</text></g>'
             )
@@ -585,7 +634,7 @@ def render(d: Diagnosis) -> str:
     counts = counts_svg(d)
     if counts:
         sections.append('<section id="counts"><h2>Calls per rank and communicator family</h2><p class="muted">'
-                        "Bars show each rank's count against its family's median: a rank short on one family and "
+                        "Bars show each rank's count against its peers' median: a rank short on one family and "
                         f'long on another has swapped calls between them.</p><div class="scroll">{counts}</div>'
                         "</section>")
     if d.gpus:

@@ -173,9 +173,28 @@ def test_fallback_picture_without_analysis_windows() -> None:
     d = seed001()
     assert not d.alignment
     page = Page(html_report.render(d))
-    assert [a["data-rank"] for a in page.find("g", data_diverging="1")] == ["6"]
+    # the mismatch's own ops first, then the communicators the findings name, each member at its last call
+    assert [a["data-group"] for a in page.find("g", **{"class": "panel"})] == ["tp:1", "dp:2", "tp:0"]
+    diverging = {(a["data-rank"], a["data-op"]) for a in page.find("g", data_diverging="1")}
+    assert ("6", "all_gather") in diverging  # the culprit's all_gatherv among all_reduces
+    assert {r for r, _ in diverging} == {"6", "0"}  # and rank 0, stuck one call behind its tp:0 peers
     arrows = {(a["data-from"], a["data-to"]) for a in page.find("path") if "data-from" in a}
-    assert arrows == {("4", "6"), ("5", "6"), ("7", "6")}  # waiters in the picture; ranks 0-3 are in no panel
+    assert arrows == {(str(r), "6") for r in (0, 1, 2, 3, 4, 5, 7)}  # every waiter has a row now
+    # the swap reads against rank 6's tp peers: 17 short on dp, 17 long on tp
+    bars = {(a["data-rank"], a["data-family"]): float(a["data-delta"]) for a in page.find("g") if "data-family" in a}
+    assert bars[("6", "dp")] == -17 and bars[("6", "tp")] == 17
+    assert all(abs(v) <= 1 for (r, _), v in bars.items() if r != "6")
+
+
+def test_call_count_peers_are_the_family_that_isolates_the_odd_rank() -> None:
+    """Peers are the members of one family's communicator; the family whose peers agree wins over the median."""
+    family, deltas = html_report.count_deltas(seed001())
+    assert family == "tp"
+    assert {r for v in deltas.values() for r, x in v.items() if abs(x) > 1} == {6}
+    # against the whole family's median every rank would look off (dp:i pairs ranks of different tp groups)
+    dp = html_report.family_counts(seed001())["dp"]
+    import statistics
+    assert all(n != statistics.median(dp.values()) for n in dp.values())
 
 
 def test_op_colours_by_type() -> None:
