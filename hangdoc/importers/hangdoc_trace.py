@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hangdoc.bundle import Bundle
 from hangdoc.schema import COLLECTIVES
@@ -43,6 +44,14 @@ def _shapes(recs: np.ndarray) -> pa.Array:
     return outer.cast(COLLECTIVES.field("in_shapes").type)
 
 
+def _first_rows_only(members: pa.Array, slot: np.ndarray) -> pa.Array:
+    """Members on each group's first row only, as the collectives contract allows: repeating a world
+    group's list on every row costs gigabytes at thousands of ranks."""
+    first = np.zeros(len(slot), dtype=bool)
+    first[np.unique(slot, return_index=True)[1]] = True
+    return pc.if_else(pa.array(first), members, pa.nulls(len(slot), members.type))
+
+
 def table(tf: reader.TraceFile) -> pa.Table:
     """The collectives rows of one trace file."""
     recs = tf.records
@@ -66,7 +75,9 @@ def table(tf: reader.TraceFile) -> pa.Table:
         "pid": pa.array([tf.pid] * n, pa.int64()),
         "group": per_group([g.name for g in groups], pa.string()),
         "group_desc": per_group([g.desc or None for g in groups], pa.string()),
-        "group_ranks": per_group([sorted(g.ranks) if g.ranks else None for g in groups], pa.list_(pa.int64())),
+        "group_ranks": _first_rows_only(
+            per_group([sorted(g.ranks) if g.ranks else None for g in groups], pa.list_(pa.int64())), slot
+        ),
         "group_size": per_group([g.size for g in groups], pa.int64()),
         "rank_in_group": per_group(in_group, pa.int64()),
         "seq": pa.array(recs["seq"].astype(np.int64)),

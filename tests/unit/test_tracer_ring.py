@@ -47,6 +47,9 @@ def test_round_trip_through_importer(tmp_path: Path) -> None:
     first, second, gatherv, bcast, barrier = rows
     assert first["group_ranks"] == [2, 6] and first["rank_in_group"] == 1 and first["group_size"] == 2
     assert second["group_ranks"] == [4, 5, 6, 7] and second["rank_in_group"] == 2
+    # members are listed once per group (the collectives contract), not repeated on every row
+    assert gatherv["group_ranks"] is None and bcast["group_ranks"] is None and barrier["group_ranks"] is None
+    assert gatherv["rank_in_group"] == 2 and barrier["group_size"] == 4
     assert second["group_desc"] == "tp:0" and second["source"] == "hangdoc-trace"
     assert (second["reduce_op"], second["dtype"], second["in_shapes"]) == ("SUM", "bfloat16", [[15, 3072]])
     assert (first["state"], second["state"], gatherv["state"]) == ("completed", "completed", "issued")
