@@ -70,9 +70,26 @@ def capture(
     logs: List[str] = typer.Option([], "--logs", help="Log file, directory or glob to scan for hang signatures (repeatable)."),
     traces: List[Path] = typer.Option([], "--traces", help="Directory of Flight Recorder dumps or trace files (repeatable)."),
     no_pyspy: bool = typer.Option(False, "--no-pyspy", help="Skip Python stacks (py-spy)."),
+    ray: bool = typer.Option(False, "--ray", help="Capture every node of a live Ray cluster; --output is then a directory of bundles."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --ray: the cluster (default: the one this machine is part of)."),
 ) -> None:
     """Snapshot a hung node into a bundle without disturbing the job (no selector: find the job)."""
     from rich.console import Console
+
+    if ray:
+        from hangdoc.errors import CaptureError
+        from hangdoc.fanout.ray import capture_ray
+
+        if pid or tree:
+            raise CaptureError("--pid and --tree name processes of one node; with --ray use --match or no selector")
+        console = Console(stderr=True)
+        options = dict(match=match, samples=samples, interval=interval, logs=list(logs), traces=list(traces),
+                       pyspy=not no_pyspy)
+        result = capture_ray(output, options, ray_address, on_node=lambda n: console.print(
+            f"{n.host or n.address}: " + (f"{n.bundle}" if n.bundle else "no bundle") + (f" ({n.error})" if n.error else ""),
+            highlight=False))
+        print(result.output)
+        return
 
     from hangdoc.capture.display import ConsoleProgress, print_summary
     from hangdoc.capture.run import CaptureOptions
