@@ -46,6 +46,9 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
         raise InputError(f"{p}: no such file or directory")
     if Bundle.is_bundle(p):
         bundle = Bundle.open(p, defer=defer)
+    elif p.is_dir() and any(Bundle.is_bundle(c) for c in p.iterdir()):
+        # a directory of bundles, one per node (what `hangdoc capture --ray` writes): all of them, merged
+        bundle = Bundle.merge([Bundle.open(c, defer=defer) for c in sorted(p.iterdir()) if Bundle.is_bundle(c)])
     else:
         claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
         mods = importers()

@@ -133,3 +133,17 @@ def test_two_captures_of_one_host_merge_without_double_counting() -> None:
     single = [f["count"] for f in to_dict(diagnose(Bundle.merge([late, other])))["findings"]
               if f["kind"] == "log_signature"]
     assert log_counts == single
+
+
+def test_a_directory_of_node_bundles_reads_as_those_bundles(seed001: Bundle, tmp_path: Path) -> None:
+    """`hangdoc capture --ray` writes one bundle per node into a directory: that directory is one input."""
+    calls = seed001.table("collectives")
+    out = tmp_path / "ray-bundles"
+    paths = [_node(calls, f"node{i + 1}", set(range(4 * i, 4 * i + 4)), created=1_000.0 * i, skew=0.0)
+             .write(out / f"node{i + 1}") for i in range(2)]
+    (out / ".ray-capture.json").write_text('{"nodes": []}')  # the per-node summary beside them is not a bundle
+    whole = load_inputs([out])
+    listed = load_inputs(paths)
+    assert whole.rows("collectives") == listed.rows("collectives") == calls.num_rows
+    assert {p["host"] for p in whole.manifest["parts"]} == {"node1", "node2"}
+    assert _story(to_dict(diagnose(whole))) == _story(to_dict(diagnose(listed)))
