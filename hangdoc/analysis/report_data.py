@@ -79,6 +79,13 @@ def environment(ctx: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
                if isinstance(p.get("capture"), dict) and p["capture"].get("nvidia_driver")}
     if drivers:
         env["NVIDIA driver"] = _joined(drivers)
+    found: dict[str, set[str]] = defaultdict(set)  # torch, NCCL, vLLM... as each node's capture read them
+    for p in captured:
+        cap = p["capture"] if isinstance(p["capture"], dict) else {}
+        for name, version in (cap.get("versions") or {}).items():
+            found[str(name)].update(v.strip() for v in str(version).split(","))
+    for name in sorted(found, key=lambda n: (n != "Python", n.lower())):
+        env[name] = _joined(found[name])
     gpus = ctx.table("gpu_samples")
     names = _distinct(gpus, "name")
     if names:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from hangdoc.bundle import Bundle
-from hangdoc.capture import gpu, logs, procfs, processes, targets
+from hangdoc.capture import gpu, logs, procfs, processes, targets, versions
 from hangdoc.capture.base import CollectorOutput
 from hangdoc.capture.timeouts import spawn
 from hangdoc.errors import CaptureError
@@ -261,6 +261,10 @@ def _collect(
     progress.finish("processes", True, f"{len(state.rows)} processes, {len(ranked)} with a rank")
     rows = state.rows
     pids = [r["pid"] for r in rows if r["status"] != "gone"]
+    try:  # torch / NCCL / vLLM versions for the report's environment block: a few file reads, never fatal
+        bundle.manifest["capture"]["versions"] = versions.package_versions(pids)
+    except Exception as exc:
+        bundle.note(f"versions: not read ({type(exc).__name__}: {exc})")
 
     # 3. Everything else side by side, each in a daemon thread with a budget.
     def launch(name: str, what: str, budget: float, call: Callable[[], CollectorOutput], partial: CollectorOutput | None = None) -> None:
