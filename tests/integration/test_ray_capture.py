@@ -187,4 +187,19 @@ def test_capture_ray_gathers_one_bundle_per_node_with_the_hung_actor(tmp_path: P
     # inspect reads it back the way a person would
     shown = subprocess.run([hangdoc, "inspect", str(bundle)], capture_output=True, text=True, timeout=60)
     assert shown.returncode == 0 and host in shown.stdout and "processes" in shown.stdout
+    # the README's next two commands take the directory as it is
+    md = subprocess.run([hangdoc, "analyze", str(out), "--format", "markdown"], capture_output=True, text=True,
+                        timeout=CMD_TIMEOUT_S)
+    assert md.returncode == 0 and md.stdout.startswith("## hangdoc"), md.stderr[-2000:]
+    assert f"`1: {host}`" in md.stdout  # the environment block names the node
+    archive = tmp_path / "hang-report.tar.gz"
+    rep = subprocess.run([hangdoc, "report", str(out), "--output", str(archive)], capture_output=True, text=True,
+                         timeout=CMD_TIMEOUT_S)
+    assert rep.returncode == 0, rep.stderr[-2000:]
+    import tarfile
+
+    with tarfile.open(archive) as tar:
+        names = tar.getnames()
+    assert {"hang-report/report.md", "hang-report/report.html", "hang-report/report.json"} <= set(names)
+    assert any(n.endswith("/processes.parquet") for n in names)
     print(f"capture --ray took {took:.1f} s")
