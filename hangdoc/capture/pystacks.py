@@ -23,10 +23,12 @@ from hangdoc.importers.pyspy import parse_json_text
 from hangdoc.schema import table_from_rows
 
 def find_pyspy() -> str | None:
-    """The py-spy installed with hangdoc (beside this interpreter), else the one on PATH."""
-    beside = Path(sys.executable).parent / "py-spy"
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return str(beside)
+    """The py-spy installed with hangdoc (beside this interpreter, or beside the base interpreter a venv with
+    system site-packages links to), else the one on PATH (which may be a version manager's shim)."""
+    for python in (Path(sys.executable), Path(os.path.realpath(sys.executable))):
+        beside = python.parent / "py-spy"
+        if beside.is_file() and os.access(beside, os.X_OK):
+            return str(beside)
     return shutil.which("py-spy")
 
 
