@@ -12,6 +12,7 @@ from typing import Any, Callable, Iterable
 
 import pyarrow as pa
 
+from hangdoc.analysis.text import rank_ranges
 from hangdoc.capture import ranks as ranknames
 from hangdoc.schema import table_from_rows
 
@@ -203,21 +204,11 @@ def shared(ctx: Any, key: str, make: Callable[[], Any]) -> Any:
 
 
 def ranks_text(ranks: Iterable[int]) -> str:
-    """'0-3, 6' for people; a single rank reads 'rank 5'."""
+    """'ranks 0-3, 6' for people; a single rank reads 'rank 5'."""
     rs = sorted(set(ranks))
     if not rs:
         return "no rank"
-    parts: list[str] = []
-    start = prev = rs[0]
-    for r in rs[1:] + [None]:  # type: ignore[list-item]
-        if r is not None and r == prev + 1:
-            prev = r
-            continue
-        parts.append(str(start) if start == prev else f"{start}-{prev}" if prev > start + 1 else f"{start}, {prev}")
-        if r is not None:
-            start = prev = r
-    word = "rank" if len(rs) == 1 else "ranks"
-    return f"{word} {', '.join(parts)}"
+    return f"{'rank' if len(rs) == 1 else 'ranks'} {rank_ranges(rs, None)}"
 
 
 def gib(n: int | float | None) -> str:

@@ -23,6 +23,29 @@ def ranks_text(ranks: Iterable[int], limit: int = 12) -> str:
     return "ranks " + ", ".join(str(r) for r in rs[: limit - 2]) + f", ... {rs[-1]} ({len(rs):,} ranks)"
 
 
+def rank_ranges(ranks: Iterable[int], max_parts: int | None = 16) -> str:
+    """'0-3, 6, 8, 9': runs of three or more become a range; past max_parts the rest is counted, not listed."""
+    rs = sorted({int(r) for r in ranks})
+    if not rs:
+        return "none"
+    parts: list[str] = []
+    start = prev = rs[0]
+    for r in rs[1:] + [None]:  # type: ignore[list-item]
+        if r is not None and r == prev + 1:
+            prev = r
+            continue
+        if prev - start >= 2:
+            parts.append(f"{start}-{prev}")
+        else:
+            parts.extend(str(x) for x in range(start, prev + 1))
+        if r is not None:
+            start = prev = r
+    if max_parts is not None and len(parts) > max_parts:
+        shown = ", ".join(parts[:max_parts])
+        return f"{shown}, ... ({len(rs)} ranks in all)"
+    return ", ".join(parts)
+
+
 def short_label(call: OpCall, dtype: bool = False) -> str:
     """'all_reduce SUM [15, 2]': the label without dtype unless the dtype is what differs."""
     if dtype:
