@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from dataclasses import dataclass
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from hangdoc.analysis.model import (
     CALL_COUNT_SWAP,
@@ -36,6 +36,30 @@ def ranks_phrase(ranks: Iterable[int], labels: Mapping[int, str], max_parts: int
     if not rs:
         return "no rank"
     return f"ranks {rank_ranges(rs, max_parts)}"
+
+
+def finding_facts(
+    f: Finding, labels: Mapping[int, str], code: Callable[[str], str], text: Callable[[str], str]
+) -> tuple[str, list[str]]:
+    """What every report says of a finding before its summary, marked up by the caller's `code` and `text`:
+    the heading's tail (where, who) and the facts (ops, swap, who waits)."""
+    tail = ""
+    if f.group:
+        tail += f" on {code(f.group)}"
+    if f.seq is not None:
+        tail += f" at seq {f.seq}"
+    tail += f": {text(ranks_phrase(f.ranks, labels))}"
+    facts = []
+    if f.op:
+        facts.append(f"op {code(f.op)}")
+    if f.expected_op:
+        facts.append(f"expected {code(f.expected_op)}")
+    if f.swap is not None:
+        facts.append(f"swap: {f.swap.calls} calls from {code(f.swap.from_group)} to {code(f.swap.to_group)}")
+    if f.waiting_ranks:
+        facts.append(f"waiting: {text(ranks_phrase(f.waiting_ranks, labels))}")
+    return tail, facts
+
 
 
 def natural_key(text: str | None) -> tuple:

@@ -27,6 +27,7 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.report import markdown
 from hangdoc.report.condense import (
+    finding_facts,
     call_classes,
     class_seqs,
     collapse_positions,
@@ -547,22 +548,8 @@ def _group_table(d: Diagnosis, view: GroupView) -> str:
 
 
 def _finding_html(d: Diagnosis, i: int, f: Finding) -> str:
-    head = _e(f.kind) + (f" ×{f.count}" if f.count > 1 else "") + f" ({_e(f.role)})"
-    if f.group:
-        head += f" on <code>{_e(f.group)}</code>"
-    if f.seq is not None:
-        head += f" at seq {f.seq}"
-    head += f": {_e(ranks_phrase(f.ranks, d.rank_labels))}"
-    facts = []
-    if f.op:
-        facts.append(f"op <code>{_e(f.op)}</code>")
-    if f.expected_op:
-        facts.append(f"expected <code>{_e(f.expected_op)}</code>")
-    if f.swap is not None:
-        facts.append(f"swap: {f.swap.calls} calls from <code>{_e(f.swap.from_group)}</code> to "
-                     f"<code>{_e(f.swap.to_group)}</code>")
-    if f.waiting_ranks:
-        facts.append(f"waiting: {_e(ranks_phrase(f.waiting_ranks, d.rank_labels))}")
+    tail, facts = finding_facts(f, d.rank_labels, lambda s: f"<code>{_e(s)}</code>", _e)
+    head = _e(f.kind) + (f" ×{f.count}" if f.count > 1 else "") + f" ({_e(f.role)})" + tail
     out = [f'<li class="finding {_e(f.role)}" data-kind="{_e(f.kind)}"><p><b>{head}</b></p>']
     if facts:
         out.append(f"<p>{'; '.join(facts)}</p>")

@@ -10,6 +10,7 @@ import json
 
 from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView
 from hangdoc.report.condense import (
+    finding_facts,
     call_classes,
     class_seqs,
     collapse_positions,
@@ -191,21 +192,8 @@ def _group(d: Diagnosis, view: GroupView, max_rows: int) -> str:
 
 
 def _finding(d: Diagnosis, index: int, f: Finding) -> str:
-    head = f"**{index}. {_md(f.kind)}**" + (f" x{f.count}" if f.count > 1 else "") + f" ({_md(f.role)})"
-    if f.group:
-        head += f" on `{_code(f.group)}`"
-    if f.seq is not None:
-        head += f" at seq {f.seq}"
-    head += f": {_md(ranks_phrase(f.ranks, d.rank_labels))}"
-    facts = []
-    if f.op:
-        facts.append(f"op `{_code(f.op)}`")
-    if f.expected_op:
-        facts.append(f"expected `{_code(f.expected_op)}`")
-    if f.swap is not None:
-        facts.append(f"swap: {f.swap.calls} calls from `{_code(f.swap.from_group)}` to `{_code(f.swap.to_group)}`")
-    if f.waiting_ranks:
-        facts.append(f"waiting: {_md(ranks_phrase(f.waiting_ranks, d.rank_labels))}")
+    tail, facts = finding_facts(f, d.rank_labels, lambda s: f"`{_code(s)}`", _md)
+    head = f"**{index}. {_md(f.kind)}**" + (f" x{f.count}" if f.count > 1 else "") + f" ({_md(f.role)})" + tail
     out = [head, ""]
     if facts:
         out += ["; ".join(facts), ""]
