@@ -257,6 +257,13 @@ class _Gather:
         return len(files)
 
 
+def _load_dir(g: _Gather, d: Path, label: str) -> None:
+    """A named directory: vLLM stack dumps in it, then whatever the importers read (once per directory)."""
+    g.seen.add(d.resolve())
+    vllm = g.load_vllm_dumps(d, label)
+    g.load(d, label, quiet_if_empty=vllm > 0)
+
+
 def collect_traces(pids: Sequence[int], dirs: Sequence[Path], host: str) -> CollectorOutput:
     """Import every collective dump/trace and stack dump the targets left, plus live FR dumps."""
     g = _Gather(host)
@@ -277,9 +284,7 @@ def collect_traces(pids: Sequence[int], dirs: Sequence[Path], host: str) -> Coll
         if not d.exists():
             g.note(f"--traces {d}: no such file or directory")
             continue
-        g.seen.add(d.resolve())
-        vllm = g.load_vllm_dumps(d, f"--traces {d}")
-        g.load(d, f"--traces {d}", quiet_if_empty=vllm > 0)
+        _load_dir(g, d, f"--traces {d}")
 
     # 2. Flight Recorder dumps at the configured (or default) prefixes.
     prefixes = {Path(FR_DEFAULT_PREFIX)}
@@ -301,9 +306,7 @@ def collect_traces(pids: Sequence[int], dirs: Sequence[Path], host: str) -> Coll
             if not d.is_dir():
                 g.note(f"{TRACE_DIR_VAR}={d}: no such directory")
             continue
-        g.seen.add(d.resolve())
-        vllm = g.load_vllm_dumps(d, f"{TRACE_DIR_VAR} {d}")
-        g.load(d, f"{TRACE_DIR_VAR} {d}", quiet_if_empty=vllm > 0)
+        _load_dir(g, d, f"{TRACE_DIR_VAR} {d}")
 
     # 4. Live Flight Recorder dumps from PyTorch worker servers.
     _pull_live_fr(g, envs)
