@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -13,22 +12,7 @@ dist = pytest.importorskip("torch.distributed")
 from hangdoc.importers import hangdoc_trace  # noqa: E402
 from hangdoc.tracer import activate  # noqa: E402
 from hangdoc.tracer import torch_dist  # noqa: E402
-
-
-@pytest.fixture()
-def traced(tmp_path: Path) -> Iterator[Path]:
-    originals = {n: getattr(dist, n) for n in ("all_reduce", "broadcast", "barrier", "all_gather_single")}
-    trace_dir = tmp_path / "trace"
-    activate.start(trace_dir)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        yield trace_dir
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        activate.stop()
-        for name, fn in originals.items():
-            assert getattr(dist, name) is fn, f"stop() did not restore {name}"
+from tracer_world import traced  # noqa: E402,F401
 
 
 def _rows(trace_dir: Path) -> list[dict]:

@@ -6,7 +6,7 @@ import inspect
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,19 +16,7 @@ dist = pytest.importorskip("torch.distributed")
 from hangdoc.importers import hangdoc_trace  # noqa: E402
 from hangdoc.tracer import activate, reader, torch_dist  # noqa: E402
 from hangdoc.tracer import format as F  # noqa: E402
-
-
-@pytest.fixture()
-def traced(tmp_path: Path) -> Iterator[Path]:
-    trace_dir = tmp_path / "trace"
-    activate.start(trace_dir)
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    try:
-        yield trace_dir
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-        activate.stop()
+from tracer_world import traced  # noqa: E402,F401
 
 
 def _rows(trace_dir: Path) -> list[dict]:
