@@ -27,13 +27,13 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.report import markdown
 from hangdoc.report.condense import (
-    finding_facts,
     call_classes,
     class_seqs,
     collapse_positions,
     culprits,
     divergence_finding,
     explanation,
+    finding_facts,
     natural_key,
     ordered_groups,
     rank_name,

@@ -10,13 +10,13 @@ import json
 
 from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView
 from hangdoc.report.condense import (
-    finding_facts,
     call_classes,
     class_seqs,
     collapse_positions,
     culprits,
     divergence_finding,
     explanation,
+    finding_facts,
     ordered_groups,
     rank_name,
     ranks_phrase,
