@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from hangdoc import __version__
-from hangdoc.errors import BundleError
+from hangdoc.errors import BundleError, OutputError
 from hangdoc.schema import BUNDLE_VERSION, MANIFEST_NAME, TABLES, conform, dictionary_columns, empty
 
 BUNDLE_FORMAT = "hangdoc.bundle"
@@ -268,13 +268,13 @@ class Bundle:
         target = Path(path)
         if target.exists() and not overwrite:
             if not (target.is_dir() and not any(target.iterdir())):
-                raise BundleError(f"{target}: already exists; choose a new --output")
+                raise OutputError(f"{target}: already exists; choose a new --output")
         parent = target.parent if str(target.parent) else Path(".")
         try:
             parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
         except OSError as exc:
-            raise BundleError(f"{target}: cannot write bundle: {exc.strerror or exc}") from None
+            raise OutputError(f"{target}: cannot write bundle: {exc.strerror or exc}") from None
         try:
             manifest = dict(self.manifest)
             manifest["tables"] = {}
@@ -289,7 +289,7 @@ class Bundle:
         except BaseException as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             if isinstance(exc, OSError):
-                raise BundleError(f"{target}: cannot write bundle: {exc.strerror or exc}") from None
+                raise OutputError(f"{target}: cannot write bundle: {exc.strerror or exc}") from None
             raise
         self.manifest = manifest
         return target

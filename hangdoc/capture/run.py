@@ -22,7 +22,7 @@ from hangdoc.bundle import Bundle
 from hangdoc.capture import gpu, logs, procfs, processes, targets, versions
 from hangdoc.capture.base import CollectorOutput
 from hangdoc.capture.timeouts import spawn
-from hangdoc.errors import CaptureError
+from hangdoc.errors import CaptureError, OutputError, UsageError
 from hangdoc.schema import table_from_rows
 
 PYSPY_TIMEOUT_S = 5.0  # per target; py-spy runs on all targets at once
@@ -92,13 +92,13 @@ class CaptureResult:
 def check_output(path: Path) -> None:
     """Fail before touching the job when the bundle could not be written anyway."""
     if path.exists() and not (path.is_dir() and not any(path.iterdir())):
-        raise CaptureError(f"{path}: already exists; choose a new --output")
+        raise OutputError(f"{path}: already exists; choose a new --output")
     parent = path.parent if str(path.parent) else Path(".")
     probe = parent
     while not probe.exists():
         probe = probe.parent
     if not os.access(probe, os.W_OK | os.X_OK):
-        raise CaptureError(f"{path}: cannot write here ({probe} is not writable)")
+        raise OutputError(f"{path}: cannot write here ({probe} is not writable)")
 
 
 def is_python(row: dict[str, Any]) -> bool:
@@ -187,14 +187,14 @@ def capture(opts: CaptureOptions, progress: Progress | None = None) -> CaptureRe
     progress = progress or QuietProgress()
     check_output(opts.output)
     if opts.samples < 1:
-        raise CaptureError("--samples must be at least 1")
+        raise UsageError("--samples must be at least 1")
     if opts.interval < 0:
-        raise CaptureError("--interval must not be negative")
+        raise UsageError("--interval must not be negative")
     if opts.match is not None:
         try:
             re.compile(opts.match)
         except re.error as exc:
-            raise CaptureError(f"--match {opts.match!r}: bad regular expression: {exc}") from None
+            raise UsageError(f"--match {opts.match!r}: bad regular expression: {exc}") from None
     bundle = Bundle()
     bundle.manifest["host"] = opts.host
     bundle.manifest["capture"] = {

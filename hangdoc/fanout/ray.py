@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from hangdoc.errors import CaptureError, HangdocError
+from hangdoc.errors import CaptureError, HangdocError, OutputError
 
 TIMEOUT_S = 300.0  # for the whole fan-out; a node whose capture is not back by then is listed as such
 SUMMARY = ".ray-capture.json"
@@ -100,7 +100,7 @@ def capture_ray(output: Path, options: dict[str, Any], address: str | None = Non
         raise CaptureError("--ray needs Ray on this machine and on every node: pip install 'hangdoc[ray]'") from None
     output = Path(output)
     if output.exists() and not (output.is_dir() and not any(output.iterdir())):
-        raise CaptureError(f"{output}: already exists; choose a new --output")
+        raise OutputError(f"{output}: already exists; choose a new --output")
     connected_here = not ray.is_initialized()
     if connected_here:
         try:

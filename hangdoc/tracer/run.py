@@ -10,7 +10,7 @@ import site
 import sys
 from pathlib import Path
 
-from hangdoc.errors import InputError
+from hangdoc.errors import InputError, OutputError, UsageError
 from hangdoc.tracer.activate import ENV_DIR
 
 PTH_NAME = "hangdoc-trace.pth"
@@ -27,12 +27,12 @@ def hook_installed() -> bool:
 def exec_traced(trace_dir: str | os.PathLike[str], command: list[str]) -> None:
     """Replace this process by `command`, traced into trace_dir. Returns only by raising."""
     if not command:
-        raise InputError("no command given: hangdoc run --trace-dir DIR -- CMD [ARGS...]")
+        raise UsageError("no command given: hangdoc run --trace-dir DIR -- CMD [ARGS...]")
     target = Path(trace_dir).expanduser().resolve()
     try:
         target.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise InputError(f"{target}: cannot create trace directory: {exc.strerror or exc}") from None
+        raise OutputError(f"{target}: cannot create trace directory: {exc.strerror or exc}") from None
     if not hook_installed():
         print(f"hangdoc: warning: {PTH_NAME} is not installed beside this Python ({sys.prefix}); processes "
               f"of this Python will not be traced (reinstall hangdoc with pip)", file=sys.stderr)

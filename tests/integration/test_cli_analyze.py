@@ -176,14 +176,14 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) ->
 def test_error_corrupt_trace_file(tmp_path: Path) -> None:
     bad = tmp_path / "trace_rank0.jsonl"
     bad.write_bytes(os.urandom(256).replace(b"\n", b"x"))
-    line = _assert_one_line_error(hangdoc("analyze", bad), 2)
+    line = _assert_one_line_error(hangdoc("analyze", bad), 3)
     assert str(bad) in line
 
 
 def test_error_trace_with_no_valid_call(tmp_path: Path) -> None:
     bad = tmp_path / "trace_rank0.jsonl"
     bad.write_text('{"rank": 0, "group": "tp:0", "op": 42}\n{"rank": 0}\n')
-    line = _assert_one_line_error(hangdoc("analyze", tmp_path), 2)
+    line = _assert_one_line_error(hangdoc("analyze", tmp_path), 3)
     assert "no valid collective call" in line
 
 
@@ -197,7 +197,7 @@ def test_error_corrupt_bundle(tmp_path: Path) -> None:
 def test_error_empty_directory(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
     empty.mkdir()
-    line = _assert_one_line_error(hangdoc("analyze", empty), 2)
+    line = _assert_one_line_error(hangdoc("analyze", empty), 3)
     assert str(empty) in line
 
 
@@ -205,10 +205,10 @@ def test_error_unrelated_directory(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("nothing to see here\n")
     (tmp_path / "config.yaml").write_text("a: 1\n")
     (tmp_path / "events.jsonl").write_text('{"level": "info", "msg": "started"}\n')
-    _assert_one_line_error(hangdoc("analyze", tmp_path), 2)
+    _assert_one_line_error(hangdoc("analyze", tmp_path), 3)
 
 
 def test_error_nonexistent_path(tmp_path: Path) -> None:
     missing = tmp_path / "no-such-dir"
-    line = _assert_one_line_error(hangdoc("analyze", missing), 2)
+    line = _assert_one_line_error(hangdoc("analyze", missing), 3)
     assert "no such file or directory" in line

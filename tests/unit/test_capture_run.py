@@ -12,14 +12,14 @@ from hangdoc.capture import procfs, run
 from hangdoc.capture.base import CollectorOutput
 from hangdoc.capture.display import summarize
 from hangdoc.capture.timeouts import spawn
-from hangdoc.errors import CaptureError
+from hangdoc.errors import CaptureError, OutputError, UsageError
 from hangdoc.schema import table_from_rows
 
 
 def test_output_must_be_new(tmp_path):
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x").write_text("x")
-    with pytest.raises(CaptureError, match="already exists"):
+    with pytest.raises(OutputError, match="already exists"):
         run.check_output(tmp_path / "full")
     (tmp_path / "empty").mkdir()
     run.check_output(tmp_path / "empty")
@@ -27,7 +27,7 @@ def test_output_must_be_new(tmp_path):
 
 
 def test_bad_options_fail_before_touching_anything(tmp_path):
-    with pytest.raises(CaptureError, match="bad regular expression"):
+    with pytest.raises(UsageError, match="bad regular expression"):
         run.capture(run.CaptureOptions(output=tmp_path / "b", match="(unclosed"))
     with pytest.raises(CaptureError, match="no target processes found matching --match"):
         run.capture(run.CaptureOptions(output=tmp_path / "b", match="^no-such-title-anywhere-42$"))
