@@ -1,20 +1,52 @@
-"""The command line: parse, call the library, pick a reporter. Error types map to exit codes in main()."""
+"""The command line: parse, call the library, pick a reporter. main() maps errors to hangdoc.errors.Exit."""
 from __future__ import annotations
 
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
-from hangdoc.errors import HangdocError
+from hangdoc import __version__
+from hangdoc.errors import Exit, HangdocError, UsageError
 
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    help="Diagnose hung distributed GPU jobs: capture a stuck node, analyze bundles and traces.",
-)
+app = typer.Typer(add_completion=False, no_args_is_help=True)
+
+
+def _values_not_types() -> None:
+    """Newer typer writes each parameter's Python type into --help (`<bool>`, `<list[Path]>`, `{inputs}...`);
+    people read what to type instead: an option's metavar (PID, DIR), nothing after a flag, `INPUT...`."""
+    core = typer.core
+    if not hasattr(core.TyperOption, "display_type_rich"):
+        return  # older typer shows click's metavars already
+
+    def option_value(self: Any, ctx: Any) -> str | None:
+        return None if self.is_flag or self.count else (self.metavar or self.name.upper())
+
+    def argument_usage(self: Any, ctx: Any) -> list[str]:
+        name = (self.metavar or self.name.upper()) + ("..." if self.nargs != 1 else "")
+        return [name if self.required else f"[{name}]"]
+
+    core.TyperOption.display_type_rich = option_value
+    core.TyperArgument.display_type_rich = lambda self, ctx: None
+    core.TyperArgument.get_usage_pieces = argument_usage
+
+
+_values_not_types()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"hangdoc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: bool = typer.Option(False, "--version", callback=_show_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    """Diagnose hung distributed GPU jobs: capture a stuck node, analyze bundles and traces."""
 
 
 class Format(str, Enum):
@@ -26,9 +58,9 @@ class Format(str, Enum):
 
 @app.command()
 def analyze(
-    inputs: List[Path] = typer.Argument(..., help="Bundles, Flight Recorder dump dirs/files, trace dirs/files."),
-    format: Format = typer.Option(Format.text, "--format", "-f", help="Report format."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Write the report here instead of stdout."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", help="Bundles, Flight Recorder dump dirs/files, trace dirs/files."),
+    format: Format = typer.Option(Format.text, "--format", "-f", metavar="FORMAT", help="text, markdown, json or html (one self-contained page)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o", metavar="FILE", help="Write the report here instead of stdout."),
 ) -> None:
     """Name the rank that diverged, the communicator, the mismatched op and the call-count swap."""
     import pyarrow as pa
@@ -47,8 +79,8 @@ def analyze(
 
 @app.command("import")
 def import_(
-    inputs: List[Path] = typer.Argument(..., help="py-spy dumps, nvidia-smi output, engine logs, traces (files or dirs)."),
-    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write (must not exist yet)."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", help="py-spy dumps, nvidia-smi output, engine logs, traces (files or dirs)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="Bundle directory to write (must not exist yet)."),
 ) -> None:
     """Read artifacts people already have into one bundle, for `hangdoc analyze` or to attach to a report."""
     from hangdoc.importers import load_inputs
@@ -61,27 +93,26 @@ def import_(
 
 @app.command()
 def capture(
-    output: Path = typer.Option(..., "--output", "-o", help="Bundle directory to write (must not exist yet)."),
-    pid: List[int] = typer.Option([], "--pid", help="Capture this process (repeatable)."),
-    match: Optional[str] = typer.Option(None, "--match", help="Capture processes whose title/cmdline matches REGEX, their launchers and children."),
-    tree: List[int] = typer.Option([], "--tree", help="Capture this process and all its descendants (repeatable)."),
-    samples: int = typer.Option(3, "--samples", min=1, help="Thread/GPU samples to take."),
-    interval: float = typer.Option(0.5, "--interval", min=0.0, help="Seconds between samples."),
-    logs: List[str] = typer.Option([], "--logs", help="Log file, directory or glob to scan for hang signatures (repeatable)."),
-    traces: List[Path] = typer.Option([], "--traces", help="Directory of Flight Recorder dumps or trace files (repeatable)."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="DIR", help="Bundle directory to write (must not exist yet)."),
+    pid: List[int] = typer.Option([], "--pid", metavar="PID", help="Capture this process (repeatable)."),
+    match: Optional[str] = typer.Option(None, "--match", metavar="REGEX", help="Capture processes whose title/cmdline matches REGEX, their launchers and children."),
+    tree: List[int] = typer.Option([], "--tree", metavar="PID", help="Capture this process and all its descendants (repeatable)."),
+    samples: int = typer.Option(3, "--samples", min=1, metavar="N", help="Thread/GPU samples to take."),
+    interval: float = typer.Option(0.5, "--interval", min=0.0, metavar="SECONDS", help="Seconds between samples."),
+    logs: List[str] = typer.Option([], "--logs", metavar="GLOB", help="Log file, directory or glob to scan for hang signatures (repeatable)."),
+    traces: List[Path] = typer.Option([], "--traces", metavar="DIR", help="Directory of Flight Recorder dumps or trace files (repeatable)."),
     no_pyspy: bool = typer.Option(False, "--no-pyspy", help="Skip Python stacks (py-spy)."),
     ray: bool = typer.Option(False, "--ray", help="Capture every node of a live Ray cluster; --output is then a directory of bundles."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="With --ray: the cluster (default: the one this machine is part of)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster (default: the one this machine is part of)."),
 ) -> None:
     """Snapshot a hung node into a bundle without disturbing the job (no selector: find the job)."""
     from rich.console import Console
 
     if ray:
-        from hangdoc.errors import CaptureError
         from hangdoc.fanout.ray import capture_ray
 
         if pid or tree:
-            raise CaptureError("--pid and --tree name processes of one node; with --ray use --match or no selector")
+            raise UsageError("--pid and --tree name processes of one node; with --ray use --match or no selector")
         console = Console(stderr=True)
         options = dict(match=match, samples=samples, interval=interval, logs=list(logs), traces=list(traces),
                        pyspy=not no_pyspy)
@@ -105,30 +136,33 @@ def capture(
     print_summary(console, result.bundle, result.path, result.interrupted)
     print(result.path)
     if result.interrupted:
-        raise typer.Exit(130)
+        raise typer.Exit(Exit.INTERRUPTED)
 
 
 @app.command()
 def report(
-    inputs: List[Path] = typer.Argument(..., help="Bundles (one per node), or dumps/traces/logs to make a bundle of."),
-    output: Path = typer.Option(Path("hang-report.tar.gz"), "--output", "-o", help="Archive to write (must not exist)."),
-    max_size: float = typer.Option(25.0, "--max-size", help="Size cap in MB; the biggest tables are sampled down to fit."),
+    inputs: List[Path] = typer.Argument(..., metavar="INPUT", help="Bundles (one per node), or dumps/traces/logs to make a bundle of."),
+    output: Path = typer.Option(Path("hang-report.tar.gz"), "--output", "-o", metavar="FILE", help="Archive to write (must not exist)."),
+    max_size: float = typer.Option(25.0, "--max-size", metavar="MB", help="Size cap in MB; the biggest tables are sampled down to fit."),
 ) -> None:
     """One archive for a bug report: bundles, Markdown, HTML and JSON reports, secrets redacted, size capped."""
+    from hangdoc.inspect import human_size
     from hangdoc.report.archive import build_archive
 
+    if max_size <= 0:
+        raise UsageError("--max-size must be positive")
     result = build_archive(list(inputs), output, max_size)
     m, v = result.manifest, result.diagnosis.verdict
     redacted = sum(r["values"] for r in m["redacted"])
     sampled = ", ".join(f"{d['bundle']}/{d['table']} {d['rows']:,} -> {d['kept']:,} rows" for d in m["dropped"])
-    typer.echo(f"archive: {result.path} ({m['bytes'] / 2**20:.1f} MB)")
+    typer.echo(f"archive: {result.path} ({human_size(m['bytes'])})")
     typer.echo(f"verdict: {v.kind}" + (f", culprit ranks {', '.join(map(str, v.culprit_ranks))}" if v.culprit_ranks else ""))
     typer.echo(f"redacted: {redacted} value(s); sampled to fit {max_size:g} MB: {sampled or 'nothing'}")
 
 
 @app.command()
 def inspect(
-    bundles: List[Path] = typer.Argument(..., help="Bundle directories."),
+    bundles: List[Path] = typer.Argument(..., metavar="BUNDLE", help="Bundle directories."),
 ) -> None:
     """What a bundle holds: tables and rows, hosts, ranks, collector notes (to open its Parquet files yourself)."""
     from hangdoc.inspect import describe
@@ -139,8 +173,8 @@ def inspect(
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 def run(
-    trace_dir: Path = typer.Option(..., "--trace-dir", help="Directory for the trace files (created if needed)."),
-    command: Optional[List[str]] = typer.Argument(None, help="The command to run, after --."),
+    trace_dir: Path = typer.Option(..., "--trace-dir", metavar="DIR", help="Directory for the trace files (created if needed)."),
+    command: Optional[List[str]] = typer.Argument(None, metavar="-- COMMAND", help="The command to run, after --."),
 ) -> None:
     """Run a command with every collective of every Python process it starts recorded (no code change)."""
     from hangdoc.tracer.run import exec_traced
@@ -159,14 +193,15 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         print("hangdoc: aborted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)
     except KeyboardInterrupt:
         print("hangdoc: interrupted", file=sys.stderr)
-        sys.exit(130)
+        sys.exit(Exit.INTERRUPTED)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except Exception as exc:
-        # Usage errors: typer ships its own copy of click, so match click's exception protocol, not its class.
+        # Usage errors (click exits 2, Exit.USAGE): typer ships its own copy of click, so match click's
+        # exception protocol, not its class.
         show, code = getattr(exc, "show", None), getattr(exc, "exit_code", None)
         if callable(show) and isinstance(code, int):
             show()

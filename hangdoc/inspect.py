@@ -27,7 +27,8 @@ def _when(t: Any) -> str:
         return "?"
 
 
-def _size(n: float) -> str:
+def human_size(n: float) -> str:
+    """1234 -> '1.2 KB': bytes in the unit a person reads (a small archive is not '0.0 MB')."""
     for unit in ("B", "KB", "MB", "GB"):
         if n < 1024 or unit == "GB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
@@ -68,7 +69,7 @@ def describe(path: str | os.PathLike[str]) -> str:
         if name in RANK_COLUMNS:
             ranks[name] = {int(r) for r in _distinct(table, RANK_COLUMNS[name])}
         file = root / f"{name}.parquet"
-        size = _size(file.stat().st_size) if file.exists() else "-"
+        size = human_size(file.stat().st_size) if file.exists() else "-"
         lines.append(f"  {name:<15} {table.num_rows:>12,} rows  {len(TABLES[name]):>3} columns  {size:>9}  {file.name}")
     if not bundle.tables:
         lines.append("  (none)")
