@@ -31,7 +31,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pyarrow as pa
@@ -92,6 +92,27 @@ def matches(path: Path) -> bool:
     if head.lstrip()[:1] == b"{":
         return b'"pg_config"' in head or (b'"entries"' in head and b'"profiling_name"' in head)
     return False
+
+
+def _empty_siblings(files: Iterable[Path], ranks: Iterable[int]) -> dict[int, Path]:
+    """rank -> a zero-byte file beside `files`, named like them but for its rank. matches() cannot claim an
+    empty file, yet it is there: "no file for rank 3" would send people looking for one."""
+    found: dict[int, Path] = {}
+    patterns = set()
+    for f in files:
+        m = _RANK_RE.search(f.name)
+        if m:
+            patterns.add((f.parent, f.name[: m.start(1)], f.name[m.end(1) :]))
+    for rank in ranks:
+        for parent, before, after in sorted(patterns):
+            candidate = parent / f"{before}{rank}{after}"
+            try:
+                if candidate.is_file() and candidate.stat().st_size == 0:
+                    found[rank] = candidate
+                    break
+            except OSError:
+                continue
+    return found
 
 
 def rank_of(path: str | Path) -> int | None:
@@ -787,8 +808,15 @@ def read(files: list[Path]) -> Bundle:
     else:
         table = empty("collectives")
     missing = sorted(set(range(world)) - set(by_rank))
+    empty_files = _empty_siblings(by_rank.values(), missing)
+    if empty_files:
+        names = ", ".join(p.name for p in empty_files.values())
+        notes.append(f"rank(s) {_fmt_ranks(empty_files)}: Flight Recorder file is empty ({names}: 0 bytes, nothing "
+                     "was written into it)")
+        missing = [r for r in missing if r not in empty_files]
     if missing:
         notes.append(f"no Flight Recorder file for rank(s) {_fmt_ranks(missing)} (world size {world})")
+    if missing or empty_files:
         if any(not g.from_config and g.desc != "default_pg" for g in groups):
             notes.append(
                 "groups inferred from entries cannot list members whose files are missing: their sizes "

@@ -130,6 +130,18 @@ def test_missing_rank_file_is_a_note_and_the_world_still_counts_it(tmp_path: Pat
     assert any("dp:0" in n and "membership incomplete" in n for n in bundle.notes)
 
 
+def test_zero_byte_rank_file_is_reported_empty_not_missing(tmp_path: Path) -> None:
+    d = tmp_path / "dumps"
+    shutil.copytree(MISMATCH, d)
+    (d / "nccl_trace_rank_3").write_bytes(b"")
+    (d / "nccl_trace_rank_1").unlink()
+    bundle = load_inputs([d])
+    assert {r["rank"] for r in bundle.table("collectives").to_pylist()} == {0, 2}
+    assert any("rank(s) 3: Flight Recorder file is empty (nccl_trace_rank_3: 0 bytes" in n for n in bundle.notes)
+    missing = [n for n in bundle.notes if "no Flight Recorder file" in n]
+    assert missing == ["no Flight Recorder file for rank(s) 1 (world size 4)"]  # the absent one only
+
+
 def test_truncated_file_is_a_note_and_other_ranks_are_kept(tmp_path: Path) -> None:
     d = tmp_path / "dumps"
     shutil.copytree(MISMATCH, d)
