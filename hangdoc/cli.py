@@ -102,12 +102,15 @@ def capture(
     logs: List[str] = typer.Option([], "--logs", metavar="GLOB", help="Log file, directory or glob to scan for hang signatures (repeatable)."),
     traces: List[Path] = typer.Option([], "--traces", metavar="DIR", help="Directory of Flight Recorder dumps or trace files (repeatable)."),
     no_pyspy: bool = typer.Option(False, "--no-pyspy", help="Skip Python stacks (py-spy)."),
+    native: bool = typer.Option(False, "--native", help="Take native frames too (NCCL, CUDA, libc), which py-spy can only do by pausing each process while it reads the stack (a few to tens of milliseconds). Default: Python frames, read without pausing."),
     ray: bool = typer.Option(False, "--ray", help="Capture every node of a live Ray cluster; --output is then a directory of bundles."),
     ray_address: Optional[str] = typer.Option(None, "--ray-address", metavar="ADDRESS", help="With --ray: the cluster (default: the one this machine is part of)."),
 ) -> None:
     """Snapshot a hung node into a bundle without disturbing the job (no selector: find the job)."""
     from rich.console import Console
 
+    if native and no_pyspy:
+        raise UsageError("--native asks py-spy for native frames; it does not go with --no-pyspy")
     if ray:
         from hangdoc.fanout.ray import capture_ray
 
@@ -115,7 +118,7 @@ def capture(
             raise UsageError("--pid and --tree name processes of one node; with --ray use --match or no selector")
         console = Console(stderr=True)
         options = dict(match=match, samples=samples, interval=interval, logs=list(logs), traces=list(traces),
-                       pyspy=not no_pyspy)
+                       pyspy=not no_pyspy, native=native)
         result = capture_ray(output, options, ray_address, on_node=lambda n: console.print(
             f"{n.host or n.address}: " + (f"{n.bundle}" if n.bundle else "no bundle") + (f" ({n.error})" if n.error else ""),
             highlight=False))
@@ -128,7 +131,7 @@ def capture(
 
     opts = CaptureOptions(
         output=output, pids=list(pid), match=match, trees=list(tree), samples=samples, interval=interval,
-        logs=list(logs), traces=list(traces), pyspy=not no_pyspy,
+        logs=list(logs), traces=list(traces), pyspy=not no_pyspy, native=native,
     )
     console = Console(stderr=True)
     with ConsoleProgress(console) as progress:

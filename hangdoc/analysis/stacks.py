@@ -149,6 +149,16 @@ class Placement:
     anchor: int  # index into the stack (innermost first) of the deciding frame
     key: tuple[Any, ...]
     where: str
+    native: tuple[str, ...] | None = None  # the native frames that place it too; None: a Python-only stack
+
+
+_ADDRESS = re.compile(r"0x[0-9a-fA-F]+")
+
+
+def native_name(frame: Frame) -> str | None:
+    """A native frame's function, to tell stacks apart by; None for a bare address (it moves with ASLR)."""
+    name = frame.function.split("(")[0].strip()
+    return None if not name or name == "?" or _ADDRESS.fullmatch(name) else name
 
 
 def place(stack: Sequence[Frame]) -> Placement:
@@ -179,7 +189,14 @@ def place(stack: Sequence[Frame]) -> Placement:
         # Whatever runs inside the collective API differs between ranks for no reason that matters.
         key_frames = [f for f in stack[anchor:] if not f.native or f is stack[anchor]]
     key = (category, op, tuple((f.function, f.file, f.line) for f in key_frames))
-    return Placement(category, op, anchor, key, describe(stack, anchor))
+    native = None
+    if any(f.native for f in stack):
+        # Native frames name where a rank waits when its Python stack cannot (the same forward() waiting in
+        # cudaStreamSynchronize or spinning in sched_yield). Inside a collective, teardown or an idle wait
+        # the library's own frames differ by timing alone: only the frames from the anchor out count there.
+        inner = stack if category in (MODEL, OTHER) else stack[anchor:]
+        native = tuple(n for f in inner if f.native and (n := native_name(f)))
+    return Placement(category, op, anchor, key, describe(stack, anchor), native)
 
 
 def _first_python(stack: Sequence[Frame]) -> int:
@@ -396,8 +413,10 @@ def stack_divergence(
     if len(views) < 2:
         return []
     classes: dict[tuple[Any, ...], list[RankView]] = defaultdict(list)
+    # Native frames split classes only when every stack has them: a rank py-spy could not pause is not odd.
+    native = all(v.placement.native is not None for v in views)
     for v in views:
-        classes[v.placement.key].append(v)
+        classes[v.placement.key + ((v.placement.native,) if native else ())].append(v)
     if len(classes) < 2:
         return []
     ordered = sorted(classes.values(), key=lambda members: (-len(members), min(str(m.ident) for m in members)))
@@ -431,6 +450,11 @@ def stack_divergence(
             branch = branch_frame(c[0].thread.last(), other[0].thread.last())
             if branch is not None:
                 where[id(c)] += f" via {branch.label()}"
+    if native and len(set(where.values())) < len(shown):
+        # Same Python frames, different native ones: name the innermost native function each class is in.
+        for c in shown:
+            if c[0].placement.native:
+                where[id(c)] += f" in {c[0].placement.native[0]}"
 
     summary = "; ".join(f"{_who(c)}: {where[id(c)]}" for c in shown)
     if tie:

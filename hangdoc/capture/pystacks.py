@@ -1,10 +1,12 @@
-"""Python (and, where possible, native) stacks of the targets with py-spy, never pausing them.
+"""Python stacks of the targets with py-spy; native frames too when asked for, at the cost of a pause.
 
-Every dump runs with `--nonblocking`: py-spy reads the target's memory while it runs instead of
-stopping it, which is what a production job can afford. py-spy 0.4 refuses `--native` together with
-`--nonblocking`; other builds or setups fail to unwind natively for other reasons. Either way the
-target is dumped again Python-only and the reason becomes a note. Targets are dumped in parallel,
-each under its own timeout; a py-spy that overruns is killed (the target is never touched).
+By default every dump runs with `--nonblocking`: py-spy reads the target's memory while it runs
+instead of stopping it, which is what a production job can afford. Native frames (NCCL, CUDA, libc:
+where a hang in `ncclCommDestroy` or a kernel-launch spin shows) need a stopped target to unwind, so
+py-spy refuses `--native` with `--nonblocking`; `native=True` therefore dumps without it, which pauses
+each target for as long as the unwind takes (milliseconds to tens of milliseconds). A target whose
+native dump fails is dumped again Python-only, non-blocking, and the reason becomes a note. Targets are
+dumped in parallel, each under its own timeout; a py-spy that overruns is killed.
 """
 from __future__ import annotations
 
@@ -49,7 +51,7 @@ def _first_error_line(text: str) -> str:
 
 
 def _run(binary: str, pid: int, host: str, native: bool, timeout_s: float, sample: int) -> _Attempt:
-    cmd = [binary, "dump", "--pid", str(pid), "--json", "--nonblocking"] + (["--native"] if native else [])
+    cmd = [binary, "dump", "--pid", str(pid), "--json", "--native" if native else "--nonblocking"]
     env = dict(os.environ, RUST_BACKTRACE="0", RUST_LIB_BACKTRACE="0")
     try:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -109,26 +111,28 @@ def _dump_one(binary: str, pid: int, host: str, native: bool, deadline: float, s
     """Dump one target, all attempts within `deadline`; returns the attempt and, when native was asked
     for but dropped, py-spy's reason."""
     left = lambda: max(0.001, deadline - time.monotonic())  # noqa: E731
-    native_refused: str | None = None
+    native_failed: str | None = None
     attempt = _run(binary, pid, host, native, left(), sample)
-    if not attempt.ok and native and not attempt.timed_out and "permission" not in attempt.message.lower():
+    if not attempt.ok and native and not attempt.timed_out and _pid_alive(pid):
+        # e.g. ptrace refused (stopping a process needs more than reading it) or an unwinder error
         plain = _run(binary, pid, host, False, left(), sample)
         if plain.ok:
-            native_refused = attempt.message
+            native_failed = attempt.message
         attempt = plain
     if not attempt.ok and not attempt.timed_out and _transient(attempt.message) and _pid_alive(pid):
         retry = _run(binary, pid, host, False, left(), sample)
         if retry.ok:
             attempt = retry
-    return attempt, native_refused
+    return attempt, native_failed
 
 
 def collect_py_stacks(
-    pids: Sequence[int], host: str, *, native: bool = True, timeout_s: float = 10.0, sample: int = 0
+    pids: Sequence[int], host: str, *, native: bool = False, timeout_s: float = 10.0, sample: int = 0
 ) -> CollectorOutput:
     """py_frames rows for every target py-spy can read; a note for every one it cannot, and why.
 
-    `timeout_s` bounds the whole collector: every target's dump (with its fallbacks) ends by then.
+    `native`: take native frames too, pausing each target while py-spy unwinds it. `timeout_s` bounds the
+    whole collector: every target's dump (with its fallbacks) ends by then.
     """
     out = CollectorOutput()
     pids = list(dict.fromkeys(int(p) for p in pids))
@@ -140,18 +144,9 @@ def collect_py_stacks(
         return out
     results: dict[int, tuple[_Attempt, str | None]] = {}
     deadline = time.monotonic() + timeout_s
-    if native:
-        # The first target tells whether this py-spy refuses --native with --nonblocking altogether
-        # (0.4 does, whatever the target); then the others are not asked twice.
-        results[pids[0]] = _dump_one(binary, pids[0], host, native, deadline, sample)
-        refusal = results[pids[0]][1]
-        if refusal is not None and "nonblocking" in refusal:
-            native = False
     # Daemon threads rather than a pool: a py-spy stuck in the kernel must not hold up hangdoc's exit.
     threads = []
     for pid in pids:
-        if pid in results:
-            continue
         t = threading.Thread(
             target=lambda p=pid: results.__setitem__(p, _dump_one(binary, p, host, native, deadline, sample)),
             name=f"hangdoc-pyspy-{pid}", daemon=True,
@@ -162,14 +157,13 @@ def collect_py_stacks(
         t.join(max(0.0, deadline + 3 - time.monotonic()))
     rows: list[dict[str, Any]] = []
     refused: dict[str, list[int]] = {}
-    first_refusal = results[pids[0]][1] if pids[0] in results else None
     for pid in pids:
         if pid not in results:
             out.notes.append(f"pid {pid}: no Python stacks (py-spy still running at the deadline; abandoned)")
             continue
-        attempt, native_refused = results[pid]
-        if attempt.ok and (native_refused or (first_refusal and not native)):
-            refused.setdefault(native_refused or first_refusal, []).append(pid)
+        attempt, native_failed = results[pid]
+        if attempt.ok and native_failed:
+            refused.setdefault(native_failed, []).append(pid)
         if attempt.ok:
             rows.extend(attempt.rows)
             if not attempt.rows:
@@ -181,7 +175,7 @@ def collect_py_stacks(
     for message, refused_pids in refused.items():
         out.notes.append(
             f"native stacks unavailable for pid(s) {', '.join(map(str, refused_pids))} "
-            f"(py-spy said: {message}); Python-only stacks taken, target not paused"
+            f"(py-spy said: {message}); Python-only stacks taken without pausing"
         )
     out.tables["py_frames"] = table_from_rows("py_frames", rows)
     return out

@@ -40,6 +40,7 @@ class CaptureOptions:
     logs: list[str] = field(default_factory=list)
     traces: list[Path] = field(default_factory=list)
     pyspy: bool = True
+    native: bool = False  # py-spy --native: native frames, each target paused while it is unwound
     pyspy_timeout: float = PYSPY_TIMEOUT_S
     host: str = field(default_factory=socket.gethostname)
 
@@ -110,14 +111,14 @@ def is_python(row: dict[str, Any]) -> bool:
     return bool(_PYTHON_EXE.match(os.path.basename(exe)) or _PYTHON_EXE.match(os.path.basename(cmd0)))
 
 
-def _pystacks(pids: Sequence[int], host: str, timeout_s: float) -> CollectorOutput:
+def _pystacks(pids: Sequence[int], host: str, timeout_s: float, native: bool) -> CollectorOutput:
     try:
         from hangdoc.capture.pystacks import collect_py_stacks
     except ImportError as exc:
         if exc.name != "hangdoc.capture.pystacks":
             raise
         return CollectorOutput(notes=["Python stacks not available in this build (no py-spy collector)"])
-    return collect_py_stacks(pids, host, native=True, timeout_s=timeout_s)
+    return collect_py_stacks(pids, host, native=native, timeout_s=timeout_s)
 
 
 def _traces(pids: Sequence[int], dirs: Sequence[Path], host: str) -> CollectorOutput:
@@ -201,6 +202,7 @@ def capture(opts: CaptureOptions, progress: Progress | None = None) -> CaptureRe
         "samples": opts.samples,
         "interval": opts.interval,
         "pyspy": opts.pyspy,
+        "native": opts.native,
         "selectors": {"pid": opts.pids, "match": opts.match, "tree": opts.trees, "auto": opts.auto},
         "logs": list(opts.logs),
         "traces": [str(p) for p in opts.traces],
@@ -293,8 +295,9 @@ def _collect(
         rec.ok("gpus", CollectorOutput(tables=empty, notes=[f"no GPU data: {nvml_note}"]), 0.0, "no NVML")
     if opts.pyspy:
         py_pids = [r["pid"] for r in rows if r["status"] != "gone" and is_python(r)]
-        launch("pystacks", "Python stacks (py-spy, non-blocking)", opts.pyspy_timeout + 10.0,
-               lambda: _pystacks(py_pids, opts.host, opts.pyspy_timeout))
+        how = "py-spy --native, pausing each process briefly" if opts.native else "py-spy, non-blocking"
+        launch("pystacks", f"Python stacks ({how})", opts.pyspy_timeout + 10.0,
+               lambda: _pystacks(py_pids, opts.host, opts.pyspy_timeout, opts.native))
     else:
         rec.skipped("pystacks", "--no-pyspy")
     launch("traces", "traces and dumps", 60.0, lambda: _traces(pids, list(opts.traces), opts.host))

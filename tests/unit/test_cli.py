@@ -57,6 +57,7 @@ def test_exit_statuses_are_one_map_for_every_verb(tmp_path: Path) -> None:
     cases = [
         (["analyze", "--no-such-option", FIXTURES / "rank0-odd"], Exit.USAGE),
         (["capture", "--samples", "0", "-o", tmp_path / "c"], Exit.USAGE),
+        (["capture", "--native", "--no-pyspy", "-o", tmp_path / "c"], Exit.USAGE),
         (["report", FIXTURES / "rank0-odd", "--max-size", "0", "-o", tmp_path / "r.tar.gz"], Exit.USAGE),
         (["analyze", missing], Exit.INPUT),
         (["import", missing, "-o", tmp_path / "b"], Exit.INPUT),

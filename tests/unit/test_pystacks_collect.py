@@ -61,16 +61,60 @@ def test_stacks_of_a_running_process(target):
     spinner = [r for r in rows if r["thread_name"] == "spinner"]
     assert spinner and spinner[0]["function"] == "spin_forever"
     assert {(r["host"], r["sample"], r["source"]) for r in rows} == {("node1", 2, "py-spy")}
-    # the target kept running: py-spy ran --nonblocking, never stopping it
+    # the target kept running: py-spy ran --nonblocking, never stopping it, so Python frames only
     assert Path(f"/proc/{target}/stat").read_text().split(") ")[1][0] in "RS"
-    # py-spy 0.4 refuses --native with --nonblocking: either native frames came back or a note says why not
-    assert any(r["native"] for r in rows) or any("native stacks unavailable" in n and str(target) in n for n in out.notes)
+    assert not any(r["native"] for r in rows) and out.notes == []
+
+
+BLOCKED_IN_C = textwrap.dedent(
+    """
+    import functools, os, sys, threading, time
+    threading.Timer(120, os._exit, (0,)).start()  # never outlives the test by long
+    lock = threading.Lock()
+    lock.acquire()
+    wait = lock.acquire if sys.argv[1] == "lock" else functools.partial(time.sleep, 120)  # no Python frame
+
+    def wait_here():
+        print("ready", flush=True)
+        wait()
+
+    wait_here()
+    """
+)
 
 
 @needs_pyspy
-def test_native_off_asks_once_and_notes_nothing(target):
-    out = pystacks.collect_py_stacks([target], "node1", native=False, timeout_s=30)
-    assert out.notes == [] and out.tables["py_frames"].num_rows > 0
+def test_native_frames_show_which_c_call_each_process_waits_in():
+    """Three processes on the same Python line, two in time.sleep and one in Lock.acquire: only their native
+    frames tell them apart, and the stack classes then name the odd one."""
+    from hangdoc.analysis.stacks import stack_divergence
+
+    procs = [subprocess.Popen([sys.executable, "-c", BLOCKED_IN_C, how], stdout=subprocess.PIPE, text=True,
+                              start_new_session=True) for how in ("sleep", "sleep", "lock")]
+    try:
+        for p in procs:
+            assert p.stdout is not None and p.stdout.readline().strip() == "ready"
+        time.sleep(0.5)
+        pids = [p.pid for p in procs]
+        out = pystacks.collect_py_stacks(pids, "node1", native=True, timeout_s=30)
+        plain = pystacks.collect_py_stacks(pids, "node1", timeout_s=30)
+    finally:
+        for p in procs:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
+    rows = out.tables["py_frames"].to_pylist()
+    if not any(r["native"] for r in rows):
+        # py-spy could not stop the processes (no ptrace here): the collector fell back and said why
+        note = next(n for n in out.notes if "native stacks unavailable" in n)
+        pytest.skip(f"py-spy cannot pause processes here: {note}")
+    assert not any("native" in n for n in out.notes), out.notes
+    native = {pid: [r["function"] for r in sorted(rows, key=lambda r: r["depth"]) if r["pid"] == pid and r["native"]]
+              for pid in pids}
+    assert "clock_nanosleep" in native[pids[0]] and "PyThread_acquire_lock_timed" in native[pids[2]], native
+    [finding] = stack_divergence(out.tables["py_frames"])
+    assert [c["pids"] for c in finding.details["classes"]] == [[pids[2]], sorted(pids[:2])]
+    assert "in PyThread_acquire_lock_timed" in finding.summary
+    assert stack_divergence(plain.tables["py_frames"]) == []  # Python frames alone: one class
 
 
 @needs_pyspy

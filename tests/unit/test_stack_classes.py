@@ -195,3 +195,38 @@ def test_pass_reads_tables_from_context():
     ctx = Ctx({"py_frames": bundle.table("py_frames"), "processes": bundle.table("processes")})
     assert [f.ranks for f in stacks.stack_classes(ctx)] == [(2,)]
     assert stacks.stack_classes(Ctx({})) == []
+
+
+# --- native frames (capture --native) ---------------------------------------------------------------------------
+LIBC, LIBPY = "/usr/lib/x86_64-linux-gnu/libc.so.6", "/usr/lib/libpython3.11.so.1.0"
+SLEEP = [("clock_nanosleep", LIBC, 0, True), ("time_sleep", LIBPY, 0, True)]
+LOCK = [("0x7f9c7a0a3f16", LIBC, 0, True), ("PyThread_acquire_lock_timed", LIBPY, 0, True),
+        ("lock_PyThread_acquire_lock", LIBPY, 0, True)]
+PY = [("wait_here", "job.py", 5), ("<module>", "job.py", 9), ("0x7f9c7a04524a", LIBC, 0, True)]
+
+
+def test_native_frames_split_stacks_that_python_frames_cannot():
+    rows = frames(100, SLEEP + PY) + frames(101, SLEEP + PY) + frames(102, LOCK + PY)
+    [f] = stacks.stack_divergence(table(rows), procs({100: 0, 101: 1, 102: 2}))
+    assert f.ranks == (2,) and [c["who"] for c in f.details["classes"]] == [[2], [0, 1]]
+    assert f.summary == ("rank 2: wait_here <- <module> in PyThread_acquire_lock_timed; "
+                         "ranks 0,1: wait_here <- <module> in clock_nanosleep")
+    # the same Python stacks without their native frames are one class
+    python_only = [r for r in rows if not r["native"]]
+    assert stacks.stack_divergence(table(python_only), procs({100: 0, 101: 1, 102: 2})) == []
+
+
+def test_native_addresses_do_not_split_and_a_python_only_stack_is_not_odd():
+    moved = [("0x7fffdeadbeef", LIBC, 0, True)] + SLEEP + PY[:2] + [("0x55aa00112233", LIBC, 0, True)]
+    rows = frames(100, SLEEP + PY) + frames(101, moved)
+    assert stacks.stack_divergence(table(rows), procs({100: 0, 101: 1})) == []  # ASLR moves bare addresses
+    # rank 2 could not be paused (Python frames only): natives are then left out for everyone
+    rows += frames(102, [fr for fr in LOCK + PY if len(fr) == 3])
+    assert stacks.stack_divergence(table(rows), procs({100: 0, 101: 1, 102: 2})) == []
+
+
+def test_native_frames_inside_a_collective_do_not_split_it():
+    gloo_a = [("gloo::transport::tcp::UnboundBuffer::waitRecv", "libtorch_cpu.so", 0, True)]
+    gloo_b = [("pthread_cond_wait", LIBC, 0, True), ("gloo::transport::tcp::UnboundBuffer::waitSend", "libtorch_cpu.so", 0, True)]
+    rows = frames(100, gloo_a + job_stack("all_reduce", 11)) + frames(101, gloo_b + job_stack("all_reduce", 11))
+    assert stacks.stack_divergence(table(rows), procs({100: 0, 101: 1})) == []
