@@ -74,6 +74,26 @@ def _ranges(values: list[int]) -> str:
     return ", ".join(out)
 
 
+def uncaptured_gpu_holders(gpu_processes: list[dict[str, Any]], captured: set[int]) -> dict[int, list[int]]:
+    """pid -> GPU indices, for processes NVML saw holding GPU memory that are not among the captured pids."""
+    out: dict[int, list[int]] = {}
+    for row in gpu_processes:
+        if row.get("pid") is not None and row["pid"] not in captured:
+            gpus = out.setdefault(row["pid"], [])
+            if row.get("gpu") is not None and row["gpu"] not in gpus:
+                gpus.append(row["gpu"])
+    return dict(sorted(out.items()))
+
+
+def _uncaptured_text(holders: dict[int, list[int]], limit: int = 8) -> str:
+    shown = list(holders.items())[:limit]
+    who = ", ".join(f"{pid} (GPU {_ranges(gpus)})" if gpus else str(pid) for pid, gpus in shown)
+    more = f" and {len(holders) - limit} more" if len(holders) > limit else ""
+    add = " ".join(f"--pid {pid}" for pid, _ in shown)
+    return (f"GPU process(es) {who}{more}: add {add}, or --tree with their launcher (a pid NVML reports "
+            "from another PID namespace, e.g. outside this container, cannot be captured from here)")
+
+
 def summarize(bundle: Bundle) -> list[tuple[str, str]]:
     """(label, text) lines of the capture summary, from the bundle alone."""
     lines: list[tuple[str, str]] = []
@@ -117,6 +137,9 @@ def summarize(bundle: Bundle) -> list[tuple[str, str]]:
         lines.append(("GPUs", f"{len(per)}; SM {avg(sm)}, memory bandwidth {avg(bw)} (mean, last sample)"))
     else:
         lines.append(("GPUs", "none"))
+    holders = uncaptured_gpu_holders(bundle.table("gpu_processes").to_pylist(), {p["pid"] for p in procs})
+    if holders:
+        lines.append(("not captured", _uncaptured_text(holders)))
     if bundle.rows("collectives"):
         lines.append(("collectives", str(bundle.rows("collectives"))))
     events = bundle.table("log_events")

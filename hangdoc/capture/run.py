@@ -235,7 +235,7 @@ def _collect(
     recording, nvml_note = gpu.probe()
     bundle.manifest["capture"]["nvidia_driver"] = (recording or {}).get("driver_version")
     gpu_map = gpu.gpu_process_map(recording)
-    table, scan_notes = targets.scan_processes(want_env=opts.auto)
+    table, scan_notes = targets.scan_processes(want_env=opts.auto or bool(opts.pids))  # ranks under a --pid
     selection = targets.select_targets(
         table, os.getpid(), pids=opts.pids, match=opts.match, trees=opts.trees, gpu_pids=gpu_map
     )

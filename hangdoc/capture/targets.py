@@ -3,8 +3,10 @@
 Without a selector, the job is: processes holding a GPU (NVML), processes whose title or command line
 looks like vLLM / SGLang / TensorRT-LLM / a torchrun launcher, processes with torchrun/MPI rank variables
 in their environment, plus their launchers (parents, up to a shell or init) and all their children.
-Scanning reads /proc/PID/stat, cmdline and (without a selector) environ of every process; cmdline and
-environ take the target's mmap lock, so the scan runs in a DaemonPool with a deadline.
+`--pid` of a launcher (`timeout`, torchrun, a shell) also takes the descendants that look like the job in
+the same way, since those are the processes that hold the GPUs.
+Scanning reads /proc/PID/stat, cmdline and (without a selector, or with --pid) environ of every process;
+cmdline and environ take the target's mmap lock, so the scan runs in a DaemonPool with a deadline.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from typing import Container, Iterable, Mapping, Sequence
 
 from hangdoc.capture.timeouts import DaemonPool, read_bytes
 
@@ -137,6 +139,17 @@ def own_lineage(table: Mapping[int, ProcEntry], self_pid: int) -> set[int]:
     return mine
 
 
+def job_reason(entry: ProcEntry, gpu_pids: Container[int]) -> str | None:
+    """Why a process looks like part of a job (holds a GPU, a rank environment, a job title), else None."""
+    if entry.pid in gpu_pids:
+        return "holds a GPU"
+    if JOB_PATTERN.search(entry.text):
+        return "title/command line"
+    if entry.rank_env:
+        return "rank environment"
+    return None
+
+
 def _launchers(pid: int, table: Mapping[int, ProcEntry], excluded: set[int]) -> list[int]:
     """Parents of a job process up to a shell, init or our own lineage."""
     out = []
@@ -162,6 +175,7 @@ def select_targets(
     gpu_pids: Iterable[int] = (),
 ) -> Selection:
     """Targets in pid order with the reason each was picked. Pure: works on a scanned (or hand-built) table."""
+    gpu_pids = set(gpu_pids)
     excluded = own_lineage(table, self_pid)
     children = children_map(table)
     reasons: dict[int, str] = {}
@@ -187,10 +201,14 @@ def select_targets(
             add(child, f"child of {pid}")
 
     for pid in pids:
-        if pid in table:
-            add(pid, "--pid", own=True)
-        else:
+        if pid not in table:
             notes.append(f"--pid {pid}: no such process")
+            continue
+        add(pid, "--pid", own=True)
+        for child in descendants(pid, children):  # a wrapper's job: what holds the GPUs or has a rank
+            why = job_reason(table[child], gpu_pids)
+            if why is not None:
+                add(child, f"under --pid {pid}: {why}")
     for root in trees:
         if root not in table:
             notes.append(f"--tree {root}: no such process")
@@ -204,11 +222,10 @@ def select_targets(
             if regex.search(entry.text) or regex.search(entry.comm):
                 add_job(entry.pid, "--match")
     if not pids and not trees and match is None:
-        for pid in sorted(set(gpu_pids)):
+        for pid in sorted(gpu_pids):
             add_job(pid, "holds a GPU")
         for entry in table.values():
-            if JOB_PATTERN.search(entry.text):
-                add_job(entry.pid, "title/command line")
-            elif entry.rank_env:
-                add_job(entry.pid, "rank environment")
+            why = job_reason(entry, ())
+            if why is not None:
+                add_job(entry.pid, why)
     return Selection(sorted(reasons), reasons, notes)

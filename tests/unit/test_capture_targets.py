@@ -1,11 +1,17 @@
 """Target selection on hand-built process tables: what auto-discovery and each selector pick, and what never."""
 from __future__ import annotations
 
+import json
 import os
+from pathlib import Path
 
 import pytest
 
+from hangdoc.bundle import Bundle
+from hangdoc.capture.display import summarize, uncaptured_gpu_holders
+from hangdoc.capture.gpu import gpu_process_map, rows_from_recording
 from hangdoc.capture.targets import ProcEntry, scan_processes, select_targets
+from hangdoc.schema import table_from_rows
 
 
 def _table(*entries: ProcEntry) -> dict[int, ProcEntry]:
@@ -78,3 +84,53 @@ def test_scan_sees_this_process_and_its_parent():
     assert me.ppid == os.getppid()
     assert me.cmdline and "python" in os.path.basename(me.cmdline[0]).lower() or me.comm.startswith("py")
     assert 2 not in table  # kernel threads are left out
+
+
+# --- --pid of a launcher: the job under it, decided on NVML values recorded on an H200 node --------------------
+NVML = Path(__file__).resolve().parents[1] / "fixtures" / "nvml" / "h200_nccl_spin.json"
+
+
+def _recorded_gpu_holders() -> dict[int, list[int]]:
+    return gpu_process_map(json.loads(NVML.read_text()))
+
+
+def test_pid_of_a_wrapper_takes_its_gpu_holders_and_ranked_children():
+    holders = _recorded_gpu_holders()
+    a, b = sorted(holders)
+    table = _table(
+        ProcEntry(1, 0, "init", ("/sbin/init",)),
+        ProcEntry(60, 1, "bash", ("-bash",)),
+        ProcEntry(70, 60, "timeout", ("timeout", "3600", "python3", "serve.py")),
+        ProcEntry(71, 70, "python3", ("python3", "serve.py")),  # the launcher script itself: no GPU, no rank
+        ProcEntry(a, 71, "python3", ("python3", "serve.py")),
+        ProcEntry(b, 71, "python3", ("python3", "serve.py")),
+        ProcEntry(80, 71, "python3", ("python3", "-c", "worker"), rank_env=True),  # a rank before it took a GPU
+        ProcEntry(81, 71, "sglang::schedu", ("sglang::scheduler_DP0_TP3",)),
+        ProcEntry(90, 71, "tee", ("tee", "serve.log")),
+    )
+    sel = select_targets(table, 999, pids=[70], gpu_pids=holders)
+    assert sel.pids == [70, 80, 81, a, b]
+    assert sel.reasons[a] == "under --pid 70: holds a GPU" and sel.reasons[b] == "under --pid 70: holds a GPU"
+    assert sel.reasons[80] == "under --pid 70: rank environment"
+    assert sel.reasons[81] == "under --pid 70: title/command line"
+    # without NVML the GPU holders are not recognisable as such: only the ranked and titled children come along
+    assert select_targets(table, 999, pids=[70]).pids == [70, 80, 81]
+
+
+def test_summary_names_gpu_holders_left_out_and_how_to_add_them():
+    recording = json.loads(NVML.read_text())
+    rows = rows_from_recording(recording, "node1")
+    holders = _recorded_gpu_holders()
+    a, b = sorted(holders)
+    assert holders == {a: [1], b: [0]}  # the recording: pid 3408431 on GPU 0, 3408430 on GPU 1
+    assert uncaptured_gpu_holders(rows["gpu_processes"], {70, b}) == {a: [1]}
+    bundle = Bundle()
+    bundle.add("gpu_processes", table_from_rows("gpu_processes", rows["gpu_processes"]))
+    bundle.add("processes", table_from_rows("processes", [{"pid": 70, "role": "launcher", "status": "sleeping"}]))
+    lines = dict(summarize(bundle))
+    assert lines["not captured"].startswith(
+        f"GPU process(es) {a} (GPU 1), {b} (GPU 0): add --pid {a} --pid {b}, or --tree with their launcher"
+    )
+    bundle.tables.pop("processes")
+    bundle.add("processes", table_from_rows("processes", [{"pid": p, "role": "worker", "status": "sleeping"} for p in (a, b)]))
+    assert "not captured" not in dict(summarize(bundle))
