@@ -26,7 +26,8 @@ EXIT_MEANINGS: dict[int, str] = {
     "with a traceback: a bug in hangdoc",
     Exit.USAGE: "the command line is wrong: unknown option, missing or bad value, options that do not go together",
     Exit.INPUT: "an input is missing, unreadable, corrupt or not something hangdoc reads (including a bundle)",
-    Exit.NOTHING_TO_CAPTURE: "capture found nothing to capture: no target process, or no Ray node answered",
+    Exit.NOTHING_TO_CAPTURE: "capture could not reach the job: no target process found, or no Ray cluster or node "
+    "answered",
     Exit.INTERRUPTED: "interrupted (Ctrl-C); capture still writes what it had collected",
 }
 
@@ -60,6 +61,6 @@ class BundleError(InputError):
 
 
 class CaptureError(HangdocError):
-    """Capture found nothing to capture (no target process, no Ray node answered)."""
+    """Capture could not reach the job (no target process found, no Ray cluster or node answered)."""
 
     exit_code = Exit.NOTHING_TO_CAPTURE
