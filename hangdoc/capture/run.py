@@ -23,6 +23,7 @@ from hangdoc.capture import gpu, logs, procfs, processes, targets, versions
 from hangdoc.capture.base import CollectorOutput
 from hangdoc.capture.timeouts import spawn
 from hangdoc.errors import CaptureError
+from hangdoc.redact import redact_bundle, secret_values
 from hangdoc.schema import table_from_rows
 
 PYSPY_TIMEOUT_S = 5.0  # per target; py-spy runs on all targets at once
@@ -179,6 +180,7 @@ class _State:
     rows: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[_Job] = field(default_factory=list)
     log_titles: dict[int, str] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)  # values of the targets' secret variables
 
 
 def capture(opts: CaptureOptions, progress: Progress | None = None) -> CaptureResult:
@@ -220,6 +222,10 @@ def capture(opts: CaptureOptions, progress: Progress | None = None) -> CaptureRe
         bundle.manifest["capture"]["interrupted"] = True
     if state.rows:
         _finish_processes(bundle, state.rows, state.log_titles)
+    # A bundle gets copied around as it is: no secret goes into it (log lines, argv, titles, notes, manifest),
+    # nor any value of a secret variable of the targets or of this process, wherever it shows up.
+    redacted = redact_bundle(bundle, state.secrets | secret_values([dict(os.environ)]))
+    bundle.manifest["capture"]["redacted"] = dict(sorted(redacted.items()))
     path = bundle.write(opts.output)
     return CaptureResult(path, bundle, interrupted)
 
@@ -253,6 +259,7 @@ def _collect(
     progress.start("processes", "reading processes and ranks")
     t0 = time.monotonic()
     infos, read_notes = processes.read_processes(selection.pids)
+    state.secrets.update(secret_values(i.env for i in infos if i.env))
     state.rows, row_notes = processes.process_rows(infos, opts.host, gpu_map)
     bundle.record_collector("processes", ran=True, seconds=time.monotonic() - t0, notes=[*read_notes, *row_notes])
     for note in (*read_notes, *row_notes):
