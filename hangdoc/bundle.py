@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hangdoc import __version__
+from hangdoc import __version__, tempdirs
 from hangdoc.errors import BundleError
 from hangdoc.safeio import member_problem, open_regular
 from hangdoc.schema import BUNDLE_VERSION, MANIFEST_NAME, TABLES, conform, dictionary_columns, empty
@@ -365,7 +364,7 @@ class Bundle:
         parent = target.parent if str(target.parent) else Path(".")
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+            tmp = tempdirs.make(parent, target.name)  # also removes those a killed writer left here
         except OSError as exc:
             raise BundleError(f"{target}: cannot write bundle: {exc.strerror or exc}") from None
         try:

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hangdoc import __version__
+from hangdoc import __version__, tempdirs
 from hangdoc.analysis.model import Diagnosis
 from hangdoc.bundle import Bundle
 from hangdoc.errors import HangdocError, InputError
@@ -196,7 +195,7 @@ def build_archive(inputs: Sequence[Path], output: Path, max_mb: float = DEFAULT_
            if room < 0 else []),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    work = tempdirs.make(output.parent, output.name)  # also removes those a killed writer left here
     try:
         for name, b in bundles.items():
             b.write(work / name)
