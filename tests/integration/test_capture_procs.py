@@ -267,10 +267,22 @@ def test_cli_nothing_found_is_one_line_and_nonzero(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
-def test_ctrl_c_keeps_what_was_collected(procs, tmp_path):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a non-interactive shell starts
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# However pytest itself was started (a terminal, a background job of a script, nohup), each case sets the
+# disposition capture starts with: default, or SIGINT ignored as `cmd &` in a script leaves it; SIGTERM too.
+@pytest.mark.parametrize("start, sig", [(_default_sigint, signal.SIGINT), (_ignore_sigint, signal.SIGINT),
+                                        (_ignore_sigint, signal.SIGTERM)], ids=["sigint", "sigint-ignored", "sigterm"])
+def test_ctrl_c_keeps_what_was_collected(procs, tmp_path, start, sig):
     blocked = procs.start("pipe")
     p = _cli("-o", str(tmp_path / "int"), "--pid", str(blocked.pid), "--samples", "40", "--interval", "0.25",
-             "--no-pyspy")
+             "--no-pyspy", preexec_fn=start)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -278,7 +290,7 @@ def test_ctrl_c_keeps_what_was_collected(procs, tmp_path):
             if "processes: ok" in line or not line:
                 break
         time.sleep(0.8)  # a few thread samples
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:
