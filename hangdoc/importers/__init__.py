@@ -81,6 +81,9 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
                     ok = mod.matches(f)
                 except OSError:
                     ok = False
+                except Exception as exc:  # a hostile file (JSON nested 100,000 deep) must not end the run
+                    skipped.append(f"{f}: skipped, {mod.NAME} could not sniff it ({type(exc).__name__})")
+                    ok = False
                 if ok:
                     claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
                     break
