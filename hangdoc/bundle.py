@@ -10,7 +10,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +19,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from hangdoc import __version__
+from hangdoc import __version__, tempdirs
 from hangdoc.errors import BundleError, OutputError
+from hangdoc.safeio import member_problem, open_regular
 from hangdoc.schema import BUNDLE_VERSION, MANIFEST_NAME, TABLES, conform, dictionary_columns, empty
 
 BUNDLE_FORMAT = "hangdoc.bundle"
@@ -82,6 +82,106 @@ def take_rows(col: pa.ChunkedArray, idx: np.ndarray | Sequence[int]) -> pa.Array
     return got.take(pa.array(inverse))
 
 
+MANIFEST_MAX_BYTES = 64 << 20
+MANIFEST_MAX_DEPTH = 32
+_STR, _NUM, _INT = (str,), (int, float), (int,)
+# Fields a reader relies on, with the type each must have when present (a bundle is an input like any other).
+_MANIFEST_FIELDS: dict[str, tuple[tuple[type, ...], tuple[type, ...] | None]] = {
+    "hangdoc_version": (_STR, None),
+    "host": (_STR, None),
+    "created": (_NUM, None),
+    "command": ((list,), _STR),
+    "inputs": ((list,), _STR),
+    "notes": ((list,), _STR),
+    "collectors": ((dict,), (dict,)),
+    "tables": ((dict,), _INT),
+    "capture": ((dict,), None),
+    "parts": ((list,), (dict,)),
+}
+_COLLECTOR_FIELDS = {"ran": (bool,), "seconds": _NUM, "error": _STR, "notes": (list,)}
+
+
+def _depth(value: Any) -> int:
+    """How deeply lists and dicts nest in a JSON value (iteratively: a hostile file must not recurse)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        v, d = stack.pop()
+        if isinstance(v, (list, dict)):
+            deepest = max(deepest, d)
+            if d <= MANIFEST_MAX_DEPTH:
+                stack.extend((x, d + 1) for x in (v.values() if isinstance(v, dict) else v))
+    return deepest
+
+
+def _kind(v: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null"}.get(
+        type(v), "a number" if isinstance(v, (int, float)) else type(v).__name__)
+
+
+def manifest_problem(m: Any, where: str = "") -> str | None:
+    """What is wrong with a manifest's shape (None when a reader may rely on its fields)."""
+    if not isinstance(m, dict):
+        return f"{where or 'the manifest'} is {_kind(m)}, not an object"
+    for key, (types, items) in _MANIFEST_FIELDS.items():
+        v = m.get(key)
+        if v is None:
+            continue
+        if not isinstance(v, types) or isinstance(v, bool) and bool not in types:
+            return f"{where}{key} is {_kind(v)}"
+        for x in (v.values() if isinstance(v, dict) else v) if items else ():
+            if not isinstance(x, items) or isinstance(x, bool) and bool not in items:
+                return f"{where}{key} holds {_kind(x)}"
+    for name, c in (m.get("collectors") or {}).items():
+        for key, types in _COLLECTOR_FIELDS.items():
+            if c.get(key) is not None and not isinstance(c[key], types):
+                return f"{where}collectors.{name}.{key} is {_kind(c[key])}"
+    for i, part in enumerate(m.get("parts") or []):
+        problem = manifest_problem(part, f"{where}parts[{i}].")
+        if problem:
+            return problem
+    return None
+
+
+def _read_manifest(root: Path) -> dict[str, Any]:
+    """The manifest of a bundle directory, checked: any failure is one 'not a hangdoc bundle' line."""
+    file = root / MANIFEST_NAME
+    bad = f"{root}: not a hangdoc bundle: {MANIFEST_NAME}"
+    problem = member_problem(root, file) if os.path.lexists(file) else None
+    if problem is not None:
+        raise BundleError(f"{bad} {problem.removeprefix('skipped, ')}")
+    try:
+        with open_regular(file) as f:
+            data = f.read(MANIFEST_MAX_BYTES + 1)
+    except FileNotFoundError:
+        raise BundleError(f"{root}: not a hangdoc bundle (no {MANIFEST_NAME})") from None
+    except OSError as exc:
+        raise BundleError(f"{bad} unreadable: {exc.strerror or exc}") from None
+    if len(data) > MANIFEST_MAX_BYTES:
+        raise BundleError(f"{bad} is larger than {MANIFEST_MAX_BYTES >> 20} MB")
+    try:
+        manifest = json.loads(data)
+    except RecursionError:
+        raise BundleError(f"{bad} nests deeper than {MANIFEST_MAX_DEPTH} levels") from None
+    except ValueError as exc:
+        raise BundleError(f"{bad} is not JSON ({exc})") from None
+    if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"{bad} has no \"format\": \"{BUNDLE_FORMAT}\"")
+    version = manifest.get("bundle_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise BundleError(f"{bad} bundle_version is {version!r}, not a version number")
+    if version > BUNDLE_VERSION:
+        raise BundleError(
+            f"{root}: bundle version {version!r} is newer than this hangdoc reads ({BUNDLE_VERSION}); upgrade hangdoc"
+        )
+    if _depth(manifest) > MANIFEST_MAX_DEPTH:
+        raise BundleError(f"{bad} nests deeper than {MANIFEST_MAX_DEPTH} levels")
+    problem = manifest_problem(manifest)
+    if problem is not None:
+        raise BundleError(f"{bad} field {problem}")
+    manifest.setdefault("notes", [])
+    return manifest
+
+
 @dataclass(frozen=True)
 class _Deferred:
     """Columns of a table left in its Parquet file until asked for (see Bundle.open's `defer`)."""
@@ -117,24 +217,16 @@ class Bundle:
         """Read a bundle. `defer` names columns per table to leave on disk (a reader that needs them for a
         few rows only, such as the analysis with shapes of 30M calls, then uses `take`)."""
         root = Path(path)
-        try:
-            manifest = json.loads((root / MANIFEST_NAME).read_text())
-        except FileNotFoundError:
-            raise BundleError(f"{root}: not a hangdoc bundle (no {MANIFEST_NAME})") from None
-        except (OSError, ValueError) as exc:
-            raise BundleError(f"{root}: unreadable {MANIFEST_NAME}: {exc}") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
-            raise BundleError(f"{root}: {MANIFEST_NAME} is not a hangdoc bundle manifest")
-        version = manifest.get("bundle_version")
-        if not isinstance(version, int) or version > BUNDLE_VERSION:
-            raise BundleError(
-                f"{root}: bundle version {version!r} is newer than this hangdoc reads ({BUNDLE_VERSION}); upgrade hangdoc"
-            )
+        manifest = _read_manifest(root)
         tables: dict[str, pa.Table] = {}
         deferred: dict[str, _Deferred] = {}
         for name in TABLES:
             file = root / f"{name}.parquet"
-            if not file.exists():
+            if not os.path.lexists(file):
+                continue
+            problem = member_problem(root, file)
+            if problem is not None:  # a FIFO would block the reader; a symlink out would pull a stranger in
+                manifest["notes"].append(f"{file}: {problem}; table {name} left out")
                 continue
             try:
                 # Dictionary columns straight from Parquet's dictionary pages (bundles written before these
@@ -272,7 +364,7 @@ class Bundle:
         parent = target.parent if str(target.parent) else Path(".")
         try:
             parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=parent))
+            tmp = tempdirs.make(parent, target.name)  # also removes those a killed writer left here
         except OSError as exc:
             raise OutputError(f"{target}: cannot write bundle: {exc.strerror or exc}") from None
         try:

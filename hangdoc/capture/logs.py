@@ -17,6 +17,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from hangdoc.capture import ranks as rk
 from hangdoc.capture.base import CollectorOutput
 from hangdoc.capture.timeouts import Timeout, run_bounded
+from hangdoc.safeio import files_in, open_regular
 from hangdoc.schema import table_from_rows
 from hangdoc.signatures import Signature, load_catalogue
 
@@ -37,7 +38,7 @@ class LogScan:
 
 def read_tail(path: str, max_bytes: int = TAIL_BYTES) -> tuple[str, bool]:
     """The last max_bytes of a file, starting at a line boundary; (text, truncated)."""
-    with open(path, "rb") as f:
+    with open_regular(path) as f:  # never a FIFO or a device: those would block or never end
         size = f.seek(0, os.SEEK_END)
         start = max(0, size - max_bytes)
         f.seek(start)
@@ -162,8 +163,10 @@ def expand_inputs(patterns: Iterable[str]) -> tuple[list[str], list[str]]:
         if not matched:
             notes.append(f"--logs {pattern}: matches no file")
         for path in matched:
-            if os.path.isdir(path):
-                files.extend(sorted(str(p) for p in Path(path).iterdir() if p.is_file()))
+            if os.path.isdir(path):  # its regular files; symlinks out of it skipped (safeio)
+                found, skipped = files_in(path, recursive=False)
+                files.extend(str(p) for p in found)
+                notes.extend(skipped)
             else:
                 files.append(path)
     return files, notes

@@ -3,12 +3,13 @@
 Order: check the output, probe NVML, pick targets, read the processes, then run threads / GPUs /
 Python stacks / traces / logs side by side in daemon threads, each with a time budget. A collector that
 raises or overruns becomes a manifest entry and a note; whatever it finished (thread and GPU samples
-are kept as they come) stays. Ctrl-C stops collection, writes what was collected and re-raises.
+are kept as they come) stays. Ctrl-C or SIGTERM stops collection and writes what was collected.
 """
 from __future__ import annotations
 
 import os
 import re
+import signal
 import socket
 import threading
 import time
@@ -23,6 +24,7 @@ from hangdoc.capture import gpu, logs, procfs, processes, targets, versions
 from hangdoc.capture.base import CollectorOutput
 from hangdoc.capture.timeouts import spawn
 from hangdoc.errors import CaptureError, OutputError, UsageError
+from hangdoc.redact import redact_bundle, secret_values
 from hangdoc.schema import table_from_rows
 
 PYSPY_TIMEOUT_S = 5.0  # per target; py-spy runs on all targets at once
@@ -180,6 +182,7 @@ class _State:
     rows: list[dict[str, Any]] = field(default_factory=list)
     jobs: list[_Job] = field(default_factory=list)
     log_titles: dict[int, str] = field(default_factory=dict)
+    secrets: set[str] = field(default_factory=set)  # values of the targets' secret variables
 
 
 def capture(opts: CaptureOptions, progress: Progress | None = None) -> CaptureResult:
@@ -212,18 +215,53 @@ def capture(opts: CaptureOptions, progress: Progress | None = None) -> CaptureRe
     stop = threading.Event()
     state = _State()
     interrupted = False
-    try:
-        _collect(opts, bundle, rec, progress, stop, state)
-    except KeyboardInterrupt:
-        interrupted = True
-        stop.set()
-        _drain(state.jobs, rec, grace=1.0, reason="interrupted (Ctrl-C)")
-        bundle.note("capture interrupted (Ctrl-C): the bundle holds only what was collected before")
-        bundle.manifest["capture"]["interrupted"] = True
-    if state.rows:
-        _finish_processes(bundle, state.rows, state.log_titles)
-    path = bundle.write(opts.output)
+    with _StopSignals() as signals:
+        try:
+            _collect(opts, bundle, rec, progress, stop, state)
+        except KeyboardInterrupt:
+            interrupted = True
+            signals.writing = True
+            how = "SIGTERM" if signals.caught == "SIGTERM" else "Ctrl-C"
+            stop.set()
+            _drain(state.jobs, rec, grace=1.0, reason=f"interrupted ({how})")
+            bundle.note(f"capture interrupted ({how}): the bundle holds only what was collected before")
+            bundle.manifest["capture"]["interrupted"] = True
+        signals.writing = True
+        if state.rows:
+            _finish_processes(bundle, state.rows, state.log_titles)
+        # A bundle gets copied around as it is: no secret goes into it (log lines, argv, titles, notes, manifest),
+        # nor any value of a secret variable of the targets or of this process, wherever it shows up.
+        redacted = redact_bundle(bundle, state.secrets | secret_values([dict(os.environ)]))
+        bundle.manifest["capture"]["redacted"] = dict(sorted(redacted.items()))
+        path = bundle.write(opts.output)
     return CaptureResult(path, bundle, interrupted)
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM stop collection (KeyboardInterrupt in the main thread) whatever disposition capture
+    inherited: started as a background job of a script (some CI runners, nohup) it starts with SIGINT
+    ignored, and Ctrl-C would do nothing. Once the bundle is being written they wait for the write, so what
+    was collected is never lost. The previous handlers come back on exit."""
+
+    def __init__(self) -> None:
+        self.caught: str | None = None
+        self.writing = False
+        self._old: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.caught = self.caught or signal.Signals(signum).name
+        if not self.writing:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> "_StopSignals":
+        if threading.current_thread() is threading.main_thread():  # handlers can only be set there
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
 
 
 def _collect(
@@ -255,6 +293,7 @@ def _collect(
     progress.start("processes", "reading processes and ranks")
     t0 = time.monotonic()
     infos, read_notes = processes.read_processes(selection.pids)
+    state.secrets.update(secret_values(i.env for i in infos if i.env))
     state.rows, row_notes = processes.process_rows(infos, opts.host, gpu_map)
     bundle.record_collector("processes", ran=True, seconds=time.monotonic() - t0, notes=[*read_notes, *row_notes])
     for note in (*read_notes, *row_notes):

@@ -10,12 +10,14 @@ file together (group membership is often only inferable across ranks).
 from __future__ import annotations
 
 import importlib
+import stat
 from pathlib import Path
 from types import ModuleType
 from typing import Collection, Mapping
 
 from hangdoc.bundle import Bundle
 from hangdoc.errors import HangdocError, InputError
+from hangdoc.safeio import files_in, kind, leaves
 
 # Order matters: the first importer that matches a file claims it.
 IMPORTER_MODULES: tuple[str, ...] = (
@@ -33,30 +35,54 @@ def importers() -> list[ModuleType]:
     return [importlib.import_module(name) for name in IMPORTER_MODULES]
 
 
-def _files_of(path: Path) -> list[Path]:
-    if path.is_file():
-        return [path]
-    return sorted(p for p in path.rglob("*") if p.is_file() and not p.name.startswith("."))
+def _files_of(path: Path) -> tuple[list[Path], list[str]]:
+    """A named file as given; a directory's regular files, with notes on what was skipped (see safeio)."""
+    if not path.is_dir():
+        return [path], []
+    return files_in(path, hidden=False)
+
+
+def _check_named(p: Path) -> None:
+    """An input named on the command line: it exists and is a directory or a regular file (after symlinks)."""
+    try:
+        mode = p.stat().st_mode
+    except FileNotFoundError:
+        raise InputError(f"{p}: no such file or directory") from None
+    except OSError as exc:
+        raise InputError(f"{p}: unreadable: {exc.strerror or exc}") from None
+    if not (stat.S_ISDIR(mode) or stat.S_ISREG(mode)):
+        raise InputError(f"{p}: not a regular file or directory ({kind(mode)})")
 
 
 def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = None) -> Bundle:
     """One input (a bundle dir, a dump/trace dir, or a single file) as a bundle; `defer`: see Bundle.open."""
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: no such file or directory")
+    _check_named(p)
+    skipped: list[str] = []
     if Bundle.is_bundle(p):
         bundle = Bundle.open(p, defer=defer)
     elif p.is_dir() and any(Bundle.is_bundle(c) for c in p.iterdir()):
         # a directory of bundles, one per node (what `hangdoc capture --ray` writes): all of them, merged
-        bundle = Bundle.merge([Bundle.open(c, defer=defer) for c in sorted(p.iterdir()) if Bundle.is_bundle(c)])
+        parts = []
+        for c in sorted(p.iterdir()):
+            target = leaves(p, c)
+            if target is not None:
+                skipped.append(f"{c}: skipped, a symlink to {target}, outside {p}")
+            elif Bundle.is_bundle(c):
+                parts.append(Bundle.open(c, defer=defer))
+        bundle = Bundle.merge(parts)
     else:
         claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
         mods = importers()
-        for f in _files_of(p):
+        files, skipped = _files_of(p)
+        for f in files:
             for mod in mods:
                 try:
                     ok = mod.matches(f)
                 except OSError:
+                    ok = False
+                except Exception as exc:  # a hostile file (JSON nested 100,000 deep) must not end the run
+                    skipped.append(f"{f}: skipped, {mod.NAME} could not sniff it ({type(exc).__name__})")
                     ok = False
                 if ok:
                     claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
@@ -66,6 +92,7 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
             raise InputError(
                 f"{p}: {what} holds nothing hangdoc reads (a bundle, Flight Recorder dumps, collective traces, "
                 f"py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
+                + (f"; {len(skipped)} file(s) skipped, first: {skipped[0]}" if skipped else "")
             )
         parts = []
         for mod, files in claimed.values():
@@ -76,6 +103,8 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
             except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
                 raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
         bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
+    for note in skipped:
+        bundle.note(note)
     bundle.manifest.setdefault("inputs", [])
     if str(p) not in bundle.manifest["inputs"]:
         bundle.manifest["inputs"].append(str(p))

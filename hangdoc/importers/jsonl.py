@@ -12,7 +12,7 @@ import math
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Iterator
 
 import pyarrow as pa
 
@@ -29,6 +29,7 @@ FORMAT_VERSION = 1
 _SNIFF_LINES = 50  # blank lines tolerated before the first object when sniffing
 _SHOWN_BAD_LINES = 5
 _CHUNK_LINES = 4096  # lines parsed per json.loads call
+_MAX_LINE = 16 << 20  # a call's line is a few hundred bytes; longer ones are skipped unread
 _INT64 = 1 << 63
 
 # Row tuple order; the table is built column by column from these.
@@ -75,6 +76,21 @@ def _open(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
+def _lines(fh: BinaryIO) -> Iterator[bytes | None]:
+    """The file's lines, None for each one longer than _MAX_LINE, read past in pieces: a decompression bomb
+    is one endless line, and it must not be held in memory."""
+    while True:
+        line = fh.readline(_MAX_LINE)
+        if not line:
+            return
+        if len(line) < _MAX_LINE or line.endswith(b"\n"):
+            yield line
+            continue
+        while line and not line.endswith(b"\n"):
+            line = fh.readline(_MAX_LINE)
+        yield None
+
+
 def matches(path: Path) -> bool:
     """A .jsonl / .jsonl.gz file whose first non-empty line is an object with "op" or a trace header."""
     if not path.name.endswith(SUFFIXES):
@@ -88,7 +104,7 @@ def matches(path: Path) -> bool:
                 if line.strip():
                     obj = json.loads(line)
                     return isinstance(obj, dict) and ("op" in obj or HEADER_KEY in obj)
-    except (OSError, EOFError, zlib.error, ValueError):
+    except (OSError, EOFError, zlib.error, ValueError, RecursionError):
         return False
     return False
 
@@ -212,7 +228,13 @@ class _Reader:
         error: BaseException | None = None
         try:
             with _open(path) as fh:
-                for line in fh:
+                for line in _lines(fh):
+                    if line is None:  # too long to be a call: skipped without holding it
+                        self._chunk(chunk, line_no)
+                        line_no += len(chunk) + 1
+                        chunk = []
+                        self._bad_line(line_no, f"longer than {_MAX_LINE >> 20} MB")
+                        continue
                     chunk.append(line)
                     if len(chunk) == _CHUNK_LINES:
                         self._chunk(chunk, line_no)
@@ -257,7 +279,7 @@ class _Reader:
                 else:
                     append(row(obj))
             return
-        except (ValueError, TypeError):
+        except (ValueError, TypeError, RecursionError):  # RecursionError: a line nested too deep for json
             self.last_seq, self._defaults, self._groups, n = saved
             del self.rows[n:]
             self._membership.clear()
@@ -272,10 +294,13 @@ class _Reader:
                     self._header(obj)
                 else:
                     self.rows.append(self._row(obj))
-            except (ValueError, TypeError) as exc:  # json errors and _BadLine are ValueErrors
-                self._n_bad += 1
-                if len(self._bad) < _SHOWN_BAD_LINES:
-                    self._bad.append((line_no, str(exc) if isinstance(exc, _BadLine) else "not valid JSON"))
+            except (ValueError, TypeError, RecursionError) as exc:  # json errors and _BadLine are ValueErrors
+                self._bad_line(line_no, str(exc) if isinstance(exc, _BadLine) else "not valid JSON")
+
+    def _bad_line(self, line_no: int, why: str) -> None:
+        self._n_bad += 1
+        if len(self._bad) < _SHOWN_BAD_LINES:
+            self._bad.append((line_no, why))
 
     def _header(self, obj: dict[str, Any]) -> None:
         """A header line: defaults for the lines after it, and optionally a map of group name -> member ranks."""

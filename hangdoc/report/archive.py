@@ -16,23 +16,21 @@ import os
 import re
 import shutil
 import tarfile
-import tempfile
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from hangdoc import __version__
+from hangdoc import __version__, tempdirs
 from hangdoc.analysis.model import Diagnosis
 from hangdoc.bundle import Bundle
 from hangdoc.errors import HangdocError, InputError
-from hangdoc.redact import redact_argv, redact_env, redact_text
+from hangdoc.redact import redact_bundle, redact_text
 
 FORMAT = "hangdoc.report-archive/1"
 DEFAULT_MAX_MB = 25.0  # GitHub's limit for a file attached to an issue
@@ -56,78 +54,6 @@ class ArchiveResult:
     path: Path
     diagnosis: Diagnosis
     manifest: dict[str, Any] = field(default_factory=dict)
-
-
-# --- redaction ---------------------------------------------------------------------------------------------
-
-
-def _map_strings(value: Any, fn: Callable[[str], str]) -> Any:
-    if isinstance(value, str):
-        return fn(value)
-    if isinstance(value, list):
-        return [_map_strings(v, fn) for v in value]
-    if isinstance(value, dict):
-        return {k: (redact_argv(v) if k == "command" and isinstance(v, list) and all(isinstance(a, str) for a in v)
-                    else _map_strings(v, fn)) for k, v in value.items()}
-    return value
-
-
-def _redact_column(table: pa.Table, column: str, fn: Callable[[Any], Any]) -> tuple[pa.Table, int]:
-    """Apply fn to each non-null value of a column; returns the table and how many values changed."""
-    if column not in table.column_names or not table.num_rows:
-        return table, 0
-    before = table.column(column).to_pylist()
-    after = [None if v is None else fn(v) for v in before]
-    changed = sum(1 for a, b in zip(after, before) if a != b)
-    if not changed:
-        return table, 0
-    typ = table.schema.field(column).type
-    return table.set_column(table.column_names.index(column), column, pa.array(after, typ)), changed
-
-
-def _env(pairs: list[tuple[str, str]]) -> list[tuple[str, str]]:
-    return list(redact_env(dict(pairs)).items())
-
-
-REDACT: dict[str, dict[str, Callable[[Any], Any]]] = {
-    "processes": {"cmdline": redact_argv, "env": _env, "title": redact_text, "stdout_path": redact_text,
-                  "stderr_path": redact_text},
-    "log_events": {"text": redact_text, "context": lambda lines: [redact_text(x) for x in lines]},
-    "py_frames": {"thread_name": redact_text},
-}
-
-
-def redact_bundle(bundle: Bundle) -> Counter:
-    """Blank secrets in a bundle in place; returns how many values changed per 'table.column' (and manifest)."""
-    counts: Counter = Counter()
-    for name, columns in REDACT.items():
-        if name not in bundle.tables:
-            continue
-        table = bundle.tables[name]
-        for column, fn in columns.items():
-            table, n = _redact_column(table, column, fn)
-            if n:
-                counts[f"{name}.{column}"] += n
-        bundle.tables[name] = table
-    before = json.dumps(bundle.manifest, sort_keys=True, default=str)
-    manifest = _map_strings(json.loads(before), redact_text)
-    after = json.dumps(manifest, sort_keys=True, default=str)
-    if after != before:
-        changed = sum(1 for a, b in zip(_strings(json.loads(before)), _strings(manifest)) if a != b)
-        counts["manifest"] += max(changed, 1)
-        bundle.manifest.clear()
-        bundle.manifest.update(manifest)
-    return counts
-
-
-def _strings(value: Any) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if isinstance(value, list):
-        return [s for v in value for s in _strings(v)]
-    if isinstance(value, dict):
-        return [s for k in sorted(value) for s in _strings(value[k])]
-    return []
 
 
 # --- the size cap ------------------------------------------------------------------------------------------
@@ -269,7 +195,7 @@ def build_archive(inputs: Sequence[Path], output: Path, max_mb: float = DEFAULT_
            if room < 0 else []),
     }
     output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    work = tempdirs.make(output.parent, output.name)  # also removes those a killed writer left here
     try:
         for name, b in bundles.items():
             b.write(work / name)

@@ -11,6 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from hangdoc.bundle import Bundle
@@ -211,6 +212,39 @@ def _cli(*args: str, **kw) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, env=env, **kw)
 
 
+def test_capture_redacts_the_bundle_it_writes(procs, tmp_path):
+    """Log lines, titles, argv, env and notes in the bundle itself: it gets copied around as it is."""
+    password = "correct-horse-battery"  # no token shape: known only as the value of DB_PASSWORD
+    secrets = {"bearer": "Zm9vYmFyYmF6cXV4MTIzNDU2", "url": "p4ssw0rd-in-url", "sk": "sk-proj-" + "aB3d" * 6,
+               "hf": "hf_" + "Zq8x" * 8, "short": "hf_Q1", "password": password}
+    target = procs.start("sleep", env={"RANK": "0", "DB_PASSWORD": password, "NCCL_SOCKET_IFNAME": "eth0",
+                                       "VLLM_SHORT_CRED": secrets["short"], "NCCL_COPY": f"x{password}"},
+                         title=f"VLLM::Worker_TP0 {password}")
+    log = tmp_path / "server.log"
+    log.write_text(
+        f"Authorization: Bearer {secrets['bearer']}\n"
+        f"fetching https://user:{secrets['url']}@hub.example.com/model\n"
+        f"OPENAI_API_KEY={secrets['sk']} token {secrets['hf']} login {password}\n"
+        "(Worker_TP0 pid=12) WARNING 10-22 17:38:02 [shm_broadcast.py:1] No available shared memory broadcast "
+        f"block found in 60 seconds. db={password}\n"
+    )
+    result = capture(CaptureOptions(output=tmp_path / "b", pids=[target.pid], samples=1, interval=0.0,
+                                    pyspy=False, logs=[str(log)]))
+    b = Bundle.open(result.path)
+    events = b.table("log_events").to_pylist()
+    assert events and len(events[0]["context"]) == 3
+    stored = "\n".join(
+        [(result.path / "manifest.json").read_text()]
+        + [json.dumps(pq.read_table(f).to_pylist(), default=str) for f in result.path.glob("*.parquet")]
+    )
+    for name, value in secrets.items():
+        assert value not in stored, name
+    proc = _rows(b, "processes", target.pid)[0]
+    assert dict(proc["env"])["NCCL_SOCKET_IFNAME"] == "eth0" and dict(proc["env"])["NCCL_COPY"] == f"x{REDACTED}"
+    assert REDACTED in proc["title"] and "shared memory broadcast" in events[0]["text"]
+    assert b.manifest["capture"]["redacted"]["log_events.context"] == 1
+
+
 def test_cli_finds_the_job_without_a_selector(procs, tmp_path):
     worker = procs.start("sleep", title="VLLM::Worker_TP0")
     ranked = procs.start("sleep", env={"RANK": "0", "WORLD_SIZE": "1"})
@@ -233,10 +267,22 @@ def test_cli_nothing_found_is_one_line_and_nonzero(tmp_path):
     assert not (tmp_path / "none").exists()
 
 
-def test_ctrl_c_keeps_what_was_collected(procs, tmp_path):
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # as a background job of a non-interactive shell starts
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+# However pytest itself was started (a terminal, a background job of a script, nohup), each case sets the
+# disposition capture starts with: default, or SIGINT ignored as `cmd &` in a script leaves it; SIGTERM too.
+@pytest.mark.parametrize("start, sig", [(_default_sigint, signal.SIGINT), (_ignore_sigint, signal.SIGINT),
+                                        (_ignore_sigint, signal.SIGTERM)], ids=["sigint", "sigint-ignored", "sigterm"])
+def test_ctrl_c_keeps_what_was_collected(procs, tmp_path, start, sig):
     blocked = procs.start("pipe")
     p = _cli("-o", str(tmp_path / "int"), "--pid", str(blocked.pid), "--samples", "40", "--interval", "0.25",
-             "--no-pyspy")
+             "--no-pyspy", preexec_fn=start)
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -244,7 +290,7 @@ def test_ctrl_c_keeps_what_was_collected(procs, tmp_path):
             if "processes: ok" in line or not line:
                 break
         time.sleep(0.8)  # a few thread samples
-        p.send_signal(signal.SIGINT)
+        p.send_signal(sig)
         out, err = p.communicate(timeout=60)
     finally:
         if p.poll() is None:

@@ -72,3 +72,31 @@ def test_free_text_blanks_credentials_and_keeps_log_text():
                  "NCCL_IB_HCA=mlx5_0 NCCL_DEBUG=INFO", "--tokenizer meta/llama --max-model-len 4096",
                  'File "/usr/lib/python3/site-packages/torch/distributed/distributed_c10d.py", line 2606, in all_reduce'):
         assert redact_text(keep) == keep
+
+
+def test_a_value_with_a_token_prefix_is_a_token_at_any_length():
+    for value in ("hf_x", "hf_abc", "sk-1", "ghp_ab", "github_pat_x1", "glpat-a", "xoxb-1"):
+        assert redact_value(value) == REDACTED, value
+        assert redact_env({"VLLM_ENDPOINT_CRED": value, "NCCL_X": value}) == {"NCCL_X": REDACTED,
+                                                                               "VLLM_ENDPOINT_CRED": REDACTED}
+    assert redact_argv(["serve", "hf_Ab1"]) == ["serve", REDACTED]
+    # in free text: a prefixed word with a digit or capital after the prefix, or the value of any assignment
+    assert redact_text("login with hf_Ab1 ok") == f"login with {REDACTED} ok"
+    assert redact_text("VLLM_X=hf_abc started") == f"VLLM_X={REDACTED} started"
+    for keep in ("read hf_token from disk", "from huggingface_hub import hf_hub_download", "task-1 sk-learn",
+                 "ghost_x"):
+        assert redact_text(keep) == keep
+
+
+def test_values_of_secret_variables_are_blanked_wherever_they_reappear():
+    from hangdoc.redact import Redactor, secret_values
+
+    value = "plain-looking-password"
+    known = secret_values([{"DB_PASSWORD": value, "HF_HUB_DISABLE_IMPLICIT_TOKEN": "1", "RANK": "0",
+                            "PATH": "/usr/bin"}])
+    assert known == {value}  # short settings of secret-named variables are not secrets
+    r = Redactor(known)
+    assert r.argv(["python", "train.py", value, f"--db={value}"]) == ["python", "train.py", REDACTED, f"--db={REDACTED}"]
+    assert r.text(f"connecting to db as admin/{value} failed") == f"connecting to db as admin/{REDACTED} failed"
+    assert r.env_pairs([("NCCL_X", f"x{value}y"), ("RANK", "0")]) == [("NCCL_X", f"x{REDACTED}y"), ("RANK", "0")]
+    assert Redactor(["1"]).text("rank 1") == "rank 1"
