@@ -1,9 +1,11 @@
 """Call-count swaps: a rank made k fewer calls on one communicator family and k more on another than its peers.
 
-Counts are completed calls (a call in flight does not count, so a rank merely one call into a step its
-peers already entered shows no swap). Each rank is compared with the median of its peers in every
-communicator of 3+ members it belongs to; vectorised per communicator size, exact only for the few
-members that deviate at all.
+Counts are calls posted (the highest seq per rank and communicator: a call queued behind one that never
+finished was still made), less the one call a rank is blocked in where it has one in flight, so a rank
+merely one call into a step its peers already entered shows no swap. Completed counts alone would hide
+the swap of a rank that queued a run of calls that never completed. Each rank is compared with the median
+of its peers in every communicator of 3+ members it belongs to; vectorised per communicator size, exact
+only for the few members that deviate at all.
 """
 from __future__ import annotations
 
@@ -25,9 +27,16 @@ ALL_RANKS = -1  # reference "communicator" of every rank
 EXACT_UP_TO = 16  # groups up to this size get an exact leave-one-out median
 
 
-def family_counts(view: CollectiveView) -> tuple[np.ndarray, list[str], np.ndarray]:
-    """(counts[rank, family] of completed calls, NaN where the rank is in no communicator of the family;
-    family names; the rank ids of the rows)."""
+def posted_counts(view: CollectiveView) -> np.ndarray:
+    """Per pair: calls posted, less the oldest call still in flight (the one the rank is blocked in)."""
+    blocked = (view.pair_front_row >= 0) & (view.pair_front <= view.pair_posted)
+    return view.pair_posted - blocked
+
+
+def family_counts(view: CollectiveView, per_pair: np.ndarray | None = None) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """(counts[rank, family] summed from `per_pair` (default: posted_counts), NaN where the rank is in no
+    communicator of the family; family names; the rank ids of the rows)."""
+    per_pair = posted_counts(view) if per_pair is None else per_pair
     families = sorted({c.family for c in view.comms if not c.p2p})  # p2p counts differ by pipeline stage
     fam_idx = {f: i for i, f in enumerate(families)}
     ranks = np.asarray(view.ranks, dtype=np.int64)
@@ -39,7 +48,7 @@ def family_counts(view: CollectiveView) -> tuple[np.ndarray, list[str], np.ndarr
     pair_fam = np.asarray([fam_idx.get(c.family, -1) for c in view.comms], dtype=np.int64)[view.pair_comm][keep]
     counts = np.zeros((ranks.size, len(families)))
     member = np.zeros((ranks.size, len(families)), bool)
-    np.add.at(counts, (row_of[view.pair_rank[keep]], pair_fam), view.pair_done[keep])
+    np.add.at(counts, (row_of[view.pair_rank[keep]], pair_fam), per_pair[keep])
     member[row_of[view.pair_rank[keep]], pair_fam] = True
     for c in view.comms:  # members of a communicator that made no call on it still count, as 0
         if c.members_known and not c.p2p:
@@ -54,6 +63,8 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
     counts, families, ranks = family_counts(view)
     if counts.shape[1] < 2:
         return []
+    posted = family_counts(view, view.pair_posted)[0]
+    completed = family_counts(view, view.pair_done)[0]
     row_of = {int(r): i for i, r in enumerate(ranks.tolist())}
     # Reference communicators (3+ present members), grouped by size so medians are one numpy call each.
     by_size: dict[int, list[tuple[int, list[int]]]] = {}
@@ -99,6 +110,10 @@ def find_swaps(view: CollectiveView) -> list[tuple[int, int, Swap, dict]]:
             "from_family": families[fm], "to_family": families[fp],
             "rank_counts": {families[f]: _num(counts[row, f]) for f in (fm, fp)},
             "peer_median": {families[f]: _num(peer_med[f]) for f in (fm, fp)},
+            "rank_posted": {families[f]: _num(posted[row, f]) for f in (fm, fp)},
+            "rank_completed": {families[f]: _num(completed[row, f]) for f in (fm, fp)},
+            "peer_posted": {families[f]: _num(_nanmedian(posted[peers, f], axis=0)) for f in (fm, fp)},
+            "peer_completed": {families[f]: _num(_nanmedian(completed[peers, f], axis=0)) for f in (fm, fp)},
             "peers": [int(ranks[p]) for p in peers[:64]],
             "n_peers": len(peers),
         }
@@ -121,6 +136,12 @@ def _num(v: float) -> int | float:
     return int(v) if float(v).is_integer() else float(v)
 
 
+def _counts_text(posted: dict, completed: dict, f_to: str, f_from: str) -> str:
+    """'posted 407 tp and 9593 dp calls, completed 389 and 9593'."""
+    return (f"posted {posted[f_to]} {f_to} and {posted[f_from]} {f_from} calls, "
+            f"completed {completed[f_to]} and {completed[f_from]}")
+
+
 def _comm_of(view: CollectiveView, rank: int, family: str) -> str:
     ids = sorted(view.comms[int(view.pair_comm[p])].id for p in view.rank_pairs(rank)
                  if view.comms[int(view.pair_comm[p])].family == family)  # p2p families never get here
@@ -130,7 +151,7 @@ def _comm_of(view: CollectiveView, rank: int, family: str) -> str:
 
 
 def swap_pass(ctx: "Context") -> list[Finding]:
-    """call_count_swap: one finding per rank whose completed calls moved k calls from one family to another."""
+    """call_count_swap: one finding per rank whose posted calls moved k calls from one family to another."""
     view = ctx.collectives
     if view is None:
         return []
@@ -151,11 +172,11 @@ def swap_pass(ctx: "Context") -> list[Finding]:
             f"{view.label(rank)} made {k} fewer {f_from} calls (on {swap.from_group}) and {k} more {f_to} calls "
             f"(on {swap.to_group}) than {peers_text}: a call-count swap of {k}"
         )
-        rc, pm = nums["rank_counts"], nums["peer_median"]
+        who = ranks_text(peers) if nums["n_peers"] <= 64 else plural(nums["n_peers"], "peer")
         evidence = (
-            f"rank {rank} completed {rc[f_from]} {f_from} calls and {rc[f_to]} {f_to} calls",
-            f"{ranks_text(peers) if nums['n_peers'] <= 64 else plural(nums['n_peers'], 'peer')} (median) completed {pm[f_from]} {f_from} calls and {pm[f_to]} {f_to} calls",
-            f"compared within {ref_id}; calls in flight are not counted",
+            f"rank {rank} {_counts_text(nums['rank_posted'], nums['rank_completed'], f_to, f_from)}",
+            f"{who} (median) {_counts_text(nums['peer_posted'], nums['peer_completed'], f_to, f_from)}",
+            f"compared within {ref_id}: posted calls less the one a rank is blocked in",
         )
         findings.append(Finding(
             kind=CALL_COUNT_SWAP,

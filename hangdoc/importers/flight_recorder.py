@@ -29,6 +29,7 @@ import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain, compress
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, Iterable
@@ -143,6 +144,7 @@ class _Parsed:
     backends: set[str] = field(default_factory=set)  # "nccl", "gloo", ...
     comm_lib_version: str | None = None  # "comm_lib_version" (2.8+) or "nccl_version" (2.4-2.7)
     first_record_id: int | None = None
+    skipped: int = 0  # entries without a profiling name, sequence number or process group
     error: str | None = None
 
 
@@ -164,6 +166,11 @@ def load_dump(path: Path) -> dict:
         raise _BadDump(f"truncated or corrupt ({type(exc).__name__}: {str(exc)[:100]})") from None
     if not isinstance(obj, dict) or not ({"entries", "pg_config", "version"} & set(obj)):
         raise _BadDump("not a Flight Recorder dump (no entries / pg_config / version)")
+    try:  # everything but the entries (extract bounds those field by field)
+        safe_pickle.check_bounds([v for k, v in obj.items() if k != "entries"], max_depth=6,
+                                 max_items=safe_pickle.element_budget(len(data)))
+    except safe_pickle.BoundsError as exc:
+        raise _BadDump(f"refused: its header is {exc}") from None
     return obj
 
 
@@ -210,6 +217,76 @@ def _transpose(entries: list[dict]) -> dict[str, tuple]:
     return {k: tuple(e.get(k) for e in entries) for k in keys}
 
 
+_MAX_TENSORS = 1 << 16  # tensors in one call's inputs or outputs
+_MAX_DIMS = 256  # dims of one tensor's shape
+_SCALAR_FIELDS = ("state", "retired", "is_p2p", "time_created_ns", "record_id")
+# field -> (containers deep below the column, most elements per level, leaf types allowed)
+_NESTED_FIELDS: dict[str, tuple[int, tuple[int, ...], tuple[type, ...]]] = {
+    "input_sizes": (3, (1 << 62, _MAX_TENSORS, _MAX_DIMS), (int, type(None))),
+    "output_sizes": (3, (1 << 62, _MAX_TENSORS, _MAX_DIMS), (int, type(None))),
+    "input_dtypes": (2, (1 << 62, _MAX_TENSORS), (str, type(None))),
+    "output_dtypes": (2, (1 << 62, _MAX_TENSORS), (str, type(None))),
+    "process_group": (2, (1 << 62, 8), (str, int, type(None))),
+}
+_SEQ_FIELDS = ("seq_id", "collective_seq_id", "p2p_seq_id")
+
+
+def _validated(c: dict[str, tuple], n: int) -> tuple[dict[str, tuple], int]:
+    """The columns of the entries that carry what every row needs (a profiling name, a sequence number, a
+    process group), and how many did not. _BadDump ("refused: ...") where a field read later is past its
+    bounds: deeper, longer or (shared references followed) bigger than any real dump, or a container where
+    a single value belongs. Checked column by column at C speed, before anything hashes or prints a value."""
+    budget = safe_pickle.element_budget(256 * n)
+    for key, (depth, lens, leaves) in _NESTED_FIELDS.items():
+        if key in c:
+            try:
+                got = safe_pickle.check_bounds(c[key], max_depth=depth, max_items=budget, max_lens=lens)
+            except safe_pickle.BoundsError as exc:
+                raise _BadDump(f"refused: {key} {exc}") from None
+            if not got <= set(leaves):
+                raise _BadDump(f"refused: {key} holds {_type_names(got - set(leaves))} values")
+    if "frames" in c:  # walked in _call_sites: one step per frame reference, each frame read once
+        refs = [f for f in c["frames"] if f is not None]
+        if not set(map(type, refs)) <= {list, tuple}:
+            raise _BadDump("refused: frames is not a list of frames per entry")
+        if sum(map(len, refs)) > budget:
+            raise _BadDump(f"refused: frames holds more than {budget:,} frame references in all")
+        if not set(map(type, chain.from_iterable(refs))) <= {dict}:
+            raise _BadDump("refused: frames holds something other than frames (dicts)")
+    for key in _SCALAR_FIELDS:
+        if key in c and set(map(type, c[key])) & safe_pickle.CONTAINERS:
+            raise _BadDump(f"refused: {key} holds a container where a single value belongs")
+
+    pname_ok = set(map(type, c["profiling_name"])) == {str}
+    seq_cols = [c[k] for k in _SEQ_FIELDS if k in c]
+    seq_ok = any(set(map(type, col)) == {int} for col in seq_cols)
+    group = c.get("process_group") or c.get("pg_id")
+    try:
+        group_ok = group is not None and None not in group and all(map(len, c.get("process_group", ("?",))))
+    except TypeError:  # a process_group that is a number
+        group_ok = False
+    if pname_ok and seq_ok and group_ok:
+        return c, 0
+    ok = [
+        type(p) is str and any(type(col[i]) is int for col in seq_cols) and _has_group(c, i)
+        for i, p in enumerate(c["profiling_name"])
+    ]
+    kept = sum(ok)
+    return {k: tuple(compress(v, ok)) for k, v in c.items()}, n - kept
+
+
+def _has_group(c: dict[str, tuple], i: int) -> bool:
+    pg = c.get("process_group")
+    if pg is not None and isinstance(pg[i], (list, tuple)) and pg[i] and pg[i][0] is not None:
+        return True
+    pid = c.get("pg_id")
+    return pid is not None and pid[i] is not None and type(pid[i]) in (int, str)
+
+
+def _type_names(types: set[type]) -> str:
+    return "/".join(sorted(t.__name__ for t in types))
+
+
 # Library frames: torch itself, installed packages (decorators such as typing_extensions'), the stdlib.
 _LIBRARY_FRAME = re.compile(r"/(?:site|dist)-packages/|/lib/python\d+(?:\.\d+)?/|(?:^|/)torch/")
 
@@ -226,8 +303,8 @@ def _call_sites(frames_col: tuple) -> list[str | None]:
             got = cache.get(id(fr))
             if got is None:
                 f = fr if isinstance(fr, dict) else {}
-                fname = str(f.get("filename", "?"))
-                got = cache[id(fr)] = (bool(search(fname)), f"{f.get('name', '?')} ({fname}:{f.get('line', '?')})")
+                fname, name, line = (_plain(f.get(k)) for k in ("filename", "name", "line"))
+                got = cache[id(fr)] = (bool(search(fname)), f"{name} ({fname}:{line})")
             if site is None:
                 site = got[1]
             if not got[0]:
@@ -237,8 +314,14 @@ def _call_sites(frames_col: tuple) -> list[str | None]:
     return out
 
 
-def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None]], set[str]]:
-    """One rank's entries as a _PART table, its (pg name, pg desc) keys and the backends named.
+def _plain(value: Any) -> str:
+    """A frame field as text; anything but a plain value is "?" (never printed: it could be a bomb)."""
+    return str(value) if type(value) in (str, int) else "?"
+
+
+def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None]], set[str], int]:
+    """One rank's entries as a _PART table, its (pg name, pg desc) keys, the backends named and how many
+    entries lacked a field every row needs (left out).
 
     Layout differences are settled here, per key; per-row values go through small dictionaries over
     the few distinct names, states and dtypes a file holds."""
@@ -246,9 +329,11 @@ def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None
     if not isinstance(entries, list) or not isinstance(entries[0] if entries else {}, dict):
         raise _BadDump("entries is not a list of dicts")
     if not entries:
-        return _PART.empty_table(), [], set()
-    c = _transpose(entries)
-    n = len(entries)
+        return _PART.empty_table(), [], set(), 0
+    c, skipped = _validated(_transpose(entries), len(entries))
+    n = len(c["profiling_name"])
+    if not n:
+        return _PART.empty_table(), [], set(), skipped
     nothing = (None,) * n
 
     pgs = c.get("process_group")
@@ -284,7 +369,7 @@ def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None
     if _has_coalesced(names, cseq, cols["pname"], cols["is_p2p"]):
         cols = fold_coalesced(cols)
     table, keys = _derive(cols, rank)
-    return table, keys, {_bare_op(p)[0] for p in set(cols["pname"])}  # set() first: few distinct names
+    return table, keys, {_bare_op(p)[0] for p in set(cols["pname"])}, skipped  # set() first: few distinct names
 
 
 def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, str | None]]]:
@@ -416,20 +501,24 @@ def fold_coalesced(cols: dict[str, Any]) -> dict[str, list]:
     """
     cols = {k: list(v) for k, v in cols.items()}
     n = len(cols["pname"])
-    p2p = [bool(f) if f is not None else _op_info(p)[0] in P2P_OPS for f, p in zip(cols["is_p2p"], cols["pname"])]
+    names = {p: (*_bare_op(p)[:2], _op_info(p)[0]) for p in set(cols["pname"])}  # few distinct names
+    p2p = [bool(f) if f is not None else names[p][2] in P2P_OPS for f, p in zip(cols["is_p2p"], cols["pname"])]
     keep: list[int] = []
-    member_ops: dict[int, list[str]] = {}  # kept collective row -> bare ops folded into it
+    member_ops: dict[int, set[str]] = {}  # kept collective row -> bare ops of its run
+    folded: dict[int, str] = {}  # kept collective row that took members -> backend of the last one
+    grown: set[tuple[str, int]] = set()  # (column, row) whose list is already a fresh copy to extend
     runs: dict[tuple[Any, bool], tuple[Any, list[int]]] = {}  # (pg, p2p) -> (seq, rows of the open run)
     for i in range(n):
-        backend, op, _ = _bare_op(cols["pname"][i])
-        if cols["is_p2p"][i] is None and normalize_op(op) == "coalesced":  # before 2.2: p2p if it closes p2p
+        backend, op, ours = names[cols["pname"][i]]
+        closing = ours == "coalesced"
+        if cols["is_p2p"][i] is None and closing:  # before 2.2: p2p if it closes p2p
             open_p2p = runs.get((cols["pg_name"][i], True))
             p2p[i] = open_p2p is not None and open_p2p[0] == cols["pseq"][i]
         key = (cols["pg_name"][i], p2p[i])
         seq = cols["pseq"][i] if p2p[i] else cols["cseq"][i]
         run = runs.get(key)
         in_run = run is not None and run[0] == seq
-        if normalize_op(op) == "coalesced":
+        if closing:
             if in_run:
                 for j in run[1]:
                     cols["state"][j], cols["retired"][j] = cols["state"][i], cols["retired"][i]
@@ -439,19 +528,24 @@ def fold_coalesced(cols: dict[str, Any]) -> dict[str, list]:
             continue
         if in_run and not p2p[i]:
             j = run[1][0]
-            member_ops[j].append(op)
-            ops = set(member_ops[j])
-            cols["pname"][j] = f"{backend}:{ops.pop() + '_coalesced' if len(ops) == 1 else 'coalesced'}"
+            member_ops[j].add(op)
+            folded[j] = backend
             for k in ("in_shapes", "out_shapes", "in_dtypes", "out_dtypes"):
                 if cols[k][i] is not None:
-                    cols[k][j] = list(cols[k][j] or []) + list(cols[k][i])
+                    if (k, j) not in grown:  # copy once, then extend in place: linear in the run's length
+                        cols[k][j] = list(cols[k][j] or [])
+                        grown.add((k, j))
+                    cols[k][j].extend(cols[k][i])
             continue
         keep.append(i)
         if in_run:
             run[1].append(i)
         else:
             runs[key] = (seq, [i])
-            member_ops[i] = [op]
+            member_ops[i] = {op}
+    for j, backend in folded.items():
+        ops = member_ops[j]
+        cols["pname"][j] = f"{backend}:{next(iter(ops)) + '_coalesced' if len(ops) == 1 else 'coalesced'}"
     return {k: [v[i] for i in keep] for k, v in cols.items()}
 
 
@@ -476,7 +570,7 @@ def _parse_file(path: str, rank: int) -> _Parsed:
                 out.pg_ranks[name] = _RANK_SETS.setdefault(ranks, ranks)
             if val.get("desc") not in (None, ""):
                 out.pg_desc[name] = str(val["desc"])
-        out.table, out.pg_keys, out.backends = extract(dump, rank)
+        out.table, out.pg_keys, out.backends, out.skipped = extract(dump, rank)
         out.pg_rows, out.pg_first, out.pg_implied = _pair_stats(out.table, len(out.pg_keys))
         if out.table.num_rows:
             out.first_record_id = pc.min(out.table.column("record_id")).as_py()
@@ -785,7 +879,11 @@ def read(files: list[Path]) -> Bundle:
             notes.append(f"Flight Recorder dump version {v} is not one hangdoc knows (up to 2.10); read by key names")
     if len(versions) > 1:
         notes.append(f"rank files carry different dump versions: {', '.join(versions)}")
-    empty_ranks = [p.rank for p in good if p.table.num_rows == 0]
+    notes.extend(
+        f"{p.path}: {p.skipped:,} entries without a profiling name, sequence number or process group; left out"
+        for p in good if p.skipped
+    )
+    empty_ranks = [p.rank for p in good if p.table.num_rows == 0 and not p.skipped]
     if empty_ranks:
         notes.append(f"rank(s) {_fmt_ranks(empty_ranks)}: Flight Recorder buffer is empty (recording off? set TORCH_FR_BUFFER_SIZE)")
     wrapped = [p.rank for p in good if p.first_record_id]

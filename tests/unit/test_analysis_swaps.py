@@ -88,7 +88,19 @@ def test_two_member_groups_fall_back_to_all_ranks():
     assert f.swap == Swap(from_group="dp:1", to_group="tp:1", calls=4)
 
 
-def test_family_counts_are_completed_calls():
+def test_log_derived_rows_do_not_count_as_posted_calls():
+    """A watchdog line read from a log names one call far ahead of the rank's trace: no swap from it."""
+    tp, dp = [50] * 8, [20] * 8
+    rows = _job(tp, dp)
+    rows.append(call(1, "tp:0", 61, ranks=[0, 1, 2, 3], state="started", source="c10d-log", **AR))
+    rows = [r for r in rows if not (r["rank"] == 1 and r["group"] == "dp:0" and r["seq"] > 10)]
+    assert swap_pass(_ctx(rows)) == []  # posted: tp 50, dp 10 against 50 / 20: short on dp only
+    rows[-1]["source"] = "hangdoc-trace"  # the same call recorded by a trace: a swap of 10
+    (f,) = swap_pass(_ctx(rows))
+    assert f.ranks == (1,) and f.swap.calls == 10
+
+
+def test_family_counts_are_posted_calls_less_the_one_blocked_in():
     counts, families, ranks = family_counts(Context(tables=bundle(seed001_rows()).tables).collectives)
     assert families == ["dp", "tp"]
     assert counts[list(ranks).index(6)].tolist() == [79, 406]
