@@ -8,16 +8,20 @@ that never run a collective (launchers, compile workers, tokenizers) leave no fi
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from typing import Any, Callable
 
 from hangdoc.tracer import hook
-from hangdoc.tracer.ring import Recorder, capacity_from_env, trace_path
+from hangdoc.tracer.ring import OFF_HOT, Recorder, capacity_from_env, trace_path
 
 ENV_DIR = "HANGDOC_TRACE_DIR"
 
 REC: Recorder | None = None
 HOT: tuple | None = None  # REC.hot, read by the torch.distributed wrappers on every call (see hot())
+# HOT when the trace file could not be made: its group cache answers SKIP for every group, so wrappers
+# call the original and record nothing.
+OFF = OFF_HOT
 ON_NEW_RECORDER: list[Callable[[], None]] = []  # caches that belong to one recorder register a reset here
 _trace_dir: str | None = None
 _lock = threading.Lock()
@@ -46,18 +50,24 @@ def _env_rank(name: str) -> int:
         return -1
 
 
-def recorder() -> Recorder:
-    """This process's recorder, created on first use (the slow path of every wrapper)."""
+def recorder() -> Recorder | None:
+    """This process's recorder, created on first use (the slow path of every wrapper); None when its file
+    could not be made (full disk, quota, file size limit...): then this process traces nothing, said once."""
     global REC, HOT
     with _lock:
-        if REC is None:
+        if REC is None and HOT is not OFF:
             if _trace_dir is None:
                 raise RuntimeError("hangdoc tracing is not started")
-            os.makedirs(_trace_dir, exist_ok=True)
-            REC = Recorder(
-                trace_path(_trace_dir), capacity_from_env(), rank=_env_rank("RANK"),
-                world_size=_env_rank("WORLD_SIZE"), local_rank=_env_rank("LOCAL_RANK"),
-            )
+            path = trace_path(_trace_dir)
+            try:
+                os.makedirs(_trace_dir, exist_ok=True)
+                REC = Recorder(path, capacity_from_env(), rank=_env_rank("RANK"),
+                               world_size=_env_rank("WORLD_SIZE"), local_rank=_env_rank("LOCAL_RANK"))
+            except OSError as exc:
+                HOT = OFF
+                print(f"hangdoc: tracing off in process {os.getpid()}: cannot create {path}: "
+                      f"{exc.strerror or exc}", file=sys.stderr, flush=True)
+                return None
             HOT = REC.hot
             for reset in ON_NEW_RECORDER:
                 reset()
@@ -65,12 +75,15 @@ def recorder() -> Recorder:
 
 
 def hot() -> tuple:
-    """What the torch.distributed wrappers need of the recorder (created on first use): Recorder.hot."""
-    return recorder().hot
+    """What the torch.distributed wrappers need of the recorder (created on first use): Recorder.hot, or
+    OFF when this process traces nothing."""
+    rec = recorder()
+    return OFF if rec is None else rec.hot
 
 
 def _after_fork_in_child() -> None:
-    """A forked child writes its own file: drop the parent's mapping and caches, keep the wrappers."""
+    """A forked child writes its own file (and tries again where the parent could not): drop the parent's
+    mapping and caches, keep the wrappers."""
     global REC, HOT, _lock
     _lock = threading.Lock()
     old, REC, HOT = REC, None, None
@@ -138,6 +151,4 @@ def start_from_env() -> None:
     try:
         start()
     except Exception as exc:  # pragma: no cover - defensive
-        import sys
-
         print(f"hangdoc: tracing not started: {type(exc).__name__}: {exc}", file=sys.stderr)

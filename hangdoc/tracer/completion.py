@@ -28,12 +28,18 @@ class Poller:
         self.rec = rec
         self.incoming: deque[tuple[int, Any]] = deque()  # appended by any thread, drained by the poller
         self.wake = threading.Event()
+        self.idle = False  # the poller waits on `wake` (nothing pending); otherwise it drains `incoming` itself
         self.thread = threading.Thread(target=self._run, name="hangdoc-trace-completion", daemon=True)
         self.thread.start()
 
     def add(self, stamp: int, handle: Any) -> None:
+        """Queue a handle. The poller is woken only from idle: a wake-up costs the caller a lock and a
+        futex call, and the poller a GIL hand-off, so a busy poller picks new handles up on its next round.
+        (Under the GIL, `idle` is set before the poller's last look at `incoming`: no handle is missed.)"""
         self.incoming.append((stamp, handle))
-        self.wake.set()
+        if self.idle:
+            self.idle = False
+            self.wake.set()
 
     @staticmethod
     def _done(handle: Any) -> bool:
@@ -46,8 +52,11 @@ class Poller:
         mine: list[tuple[int, Any]] = []
         while True:
             if not mine:
-                self.wake.wait()
+                self.idle = True
+                if not self.incoming:
+                    self.wake.wait()
                 self.wake.clear()
+                self.idle = False
             while self.incoming:
                 mine.append(self.incoming.popleft())
             if len(mine) > MAX_PENDING:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import time
 import weakref
 from types import ModuleType
 from typing import Any, Callable
@@ -24,14 +25,21 @@ from typing import Any, Callable
 from hangdoc.tracer import activate as _act
 from hangdoc.tracer import completion
 from hangdoc.tracer import format as F
-from hangdoc.tracer.ring import GroupEntry, Recorder
+from hangdoc.tracer.ring import SKIP, GroupEntry, Recorder
 
-SKIP = GroupEntry(F.NO_GROUP, iter(()), (), -1)  # a group of one: nothing to wait for, nothing recorded
 _R = F.REDUCE_CODE
+_OTHER_DTYPE = F.DTYPE_CODE["other"]
+_PACKS = tuple(s.pack_into for s in F.RECORDS_BY_NDIM)
+RECORD_BYTES, CURSOR_MASK, P2P_OPS, put_cursor = F.RECORD_BYTES, F.CURSOR_EVERY - 1, F.P2P_OPS, F.STAMP.pack_into
 
 
 class _Depth(threading.local):
-    depth = 0
+    """Per thread: is a library call being recorded (its nested library calls are not)? A one-item list,
+    so that the hot path reads the thread-local once and then only indexes (setting an attribute of a
+    threading.local costs several times more)."""
+
+    def __init__(self) -> None:
+        self.busy = [0]
 
 
 _tls = _Depth()
@@ -140,67 +148,108 @@ def _communicator_entry(kind: str, suffix: str) -> Callable[[Recorder, Any], Gro
 def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Callable[..., tuple],
                         resolve: Callable[[Recorder, Any], GroupEntry]) -> Callable[..., Any]:
     """probe(self, *args, **kwargs) -> (tensor or Meta or None, out numel or -1, reduce code, peer index in
-    group or None, skip?). Library calls are slower than torch's (a GPU op each), so this one is plain."""
+    group or None, op code or None to skip the call).
+
+    The record is packed here, as in the torch.distributed wrappers: a call through Recorder.write and
+    Recorder.site costs twice as much, and vLLM's decode steps make one of these calls per layer."""
     default_op = F.OP_CODE[op_name]
-    is_compiling = _compiling_check()
+    compiling = _compiling_check()
+    getframe, time_ns, packs, dtypes, other_dtype = sys._getframe, time.time_ns, _PACKS, _dtype_table(), _OTHER_DTYPE
+    pack2 = packs[2]
 
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
-        if is_compiling() or _tls.depth:
+        busy = _tls.busy
+        if busy[0] or compiling():
             return original(self, *args, **kwargs)
-        rec = stamp = None
+        stamp = 0
         try:
             t, out_numel, redop, peer_index, op = probe(self, *args, **kwargs)
             if op is not None:
-                rec = _act.REC or _act.recorder()
-                entry = rec.cache.get(self) or resolve(rec, self)
-                if entry.gid != F.NO_GROUP:
-                    peer = entry.ranks[peer_index] if peer_index is not None and 0 <= peer_index < len(
-                        entry.ranks) else -1
-                    if op in F.P2P_OPS and peer >= 0:
-                        me = entry.ranks[entry.rank_in_group]
-                        pair = (min(me, peer), max(me, peer))
-                        entry = rec.group("p2p", f"{entry.name}/p2p:{pair[0]}-{pair[1]}", "p2p",
-                                          pair, pair.index(me))
-                    site = rec.site(sys._getframe(1))
+                rec, mm, base, cap, index, sites, cache, heads, states = _act.HOT or _act.hot()
+                try:
+                    entry = cache[self]
+                except KeyError:
+                    entry = resolve(rec, self)
+                if entry is not SKIP:
+                    peer, flags = -1, 0
+                    if peer_index is not None and 0 <= peer_index < len(entry.ranks):
+                        peer = entry.ranks[peer_index]
+                        if op in P2P_OPS:
+                            me = entry.ranks[entry.rank_in_group]
+                            pair = (min(me, peer), max(me, peer))
+                            entry = rec.group("p2p", f"{entry.name}/p2p:{pair[0]}-{pair[1]}", "p2p", pair,
+                                              pair.index(me))
+                    f = getframe(1)
+                    try:
+                        site = sites[id(f.f_code)][f.f_lasti]
+                    except KeyError:
+                        site = rec.site(f)
+                    seq = next(entry.seq)
+                    idx = next(index)
+                    off = base + idx % cap * RECORD_BYTES
+                    if not idx & CURSOR_MASK:
+                        put_cursor(mm, F.CURSOR_OFFSET, idx)
                     if t is None:
-                        stamp = rec.write(entry, op, redop, 0, 0, 0, (), peer, site, 0)
+                        packs[0](mm, off, idx + 1, time_ns(), 0, 0, seq, entry.gid, op, redop, 0, 0, F.ISSUED, 0,
+                                 peer, site, idx + 1)
                     else:
-                        numel = t.numel()
-                        is_cuda = bool(getattr(t, "is_cuda", False))
-                        stamp = rec.write(entry, op, redop, _dtype_code(t.dtype), numel,
-                                          numel if out_numel < 0 else out_numel, tuple(t.shape), peer, site,
-                                          F.F_CUDA if is_cuda else 0)
+                        shape = t.shape
+                        nd = len(shape)
+                        flags = F.F_CUDA if t.is_cuda else 0
+                        try:
+                            dc = dtypes[t.dtype]
+                        except KeyError:
+                            dc = other_dtype
+                        if nd == 2:  # vLLM's activations: (tokens, hidden); no star-unpacking, no slice
+                            d0, d1 = shape
+                            n = d0 * d1
+                            pack2(mm, off, idx + 1, time_ns(), n, n if out_numel < 0 else out_numel, d0, d1, seq,
+                                  entry.gid, op, redop, dc, 2, F.ISSUED, flags, peer, site, idx + 1)
+                        else:
+                            n = t.numel()
+                            packs[min(nd, 4)](mm, off, idx + 1, time_ns(), n, n if out_numel < 0 else out_numel,
+                                              *shape[:4], seq, entry.gid, op, redop, dc, nd, F.ISSUED, flags, peer,
+                                              site, idx + 1)
+                    stamp = idx + 1
         except Exception as exc:  # tracing never changes what the application sees
             _warn_once(op_name, exc)
-            stamp = None
-        _tls.depth += 1
+            stamp = 0
+        if not stamp:
+            return original(self, *args, **kwargs)
+        busy[0] += 1
         try:
             result = original(self, *args, **kwargs)
         except BaseException:
-            if stamp is not None:
-                rec.complete(stamp, F.ISSUED, F.F_RAISED)
+            if heads[off >> 3] == stamp:
+                states[off + 1] |= F.F_RAISED  # the flags byte; the state stays "issued"
             raise
         finally:
-            _tls.depth -= 1
-        if stamp is not None:
-            if t is not None and getattr(t, "is_cuda", False):
-                completion.watch_cuda(rec, stamp, kwargs.get("stream"))
-            else:
-                rec.complete(stamp)
+            busy[0] -= 1
+        if flags:
+            completion.watch_cuda(rec, stamp, kwargs.get("stream"))
+        elif heads[off >> 3] == stamp:  # the slot is still ours (no wrap-around meanwhile)
+            states[off] = F.COMPLETED
         return result
 
+    wrapper.__name__ = getattr(original, "__name__", op_name)
+    wrapper.__qualname__ = getattr(original, "__qualname__", op_name)
+    wrapper.__hangdoc_op__ = default_op
     return wrapper
 
 
-def _dtype_code(dtype: Any) -> int:
-    name = str(dtype).rpartition(".")[2]
-    return F.DTYPE_CODE.get(name, F.DTYPE_CODE["other"])
+def _dtype_table() -> dict[Any, int]:
+    """torch.dtype -> code (the torch.distributed wrappers' table, filled once torch is imported)."""
+    from hangdoc.tracer import torch_dist
+
+    if not torch_dist.DTYPE:
+        torch_dist.fill_tables()
+    return torch_dist.DTYPE
 
 
 def _compiling_check() -> Callable[[], bool]:
-    from hangdoc.tracer.torch_dist import is_compiling_function
+    from hangdoc.tracer.torch_dist import compiling_function
 
-    return is_compiling_function()
+    return compiling_function()
 
 
 def _warn_once(what: str, exc: BaseException) -> None:

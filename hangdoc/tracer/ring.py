@@ -10,9 +10,11 @@ threads never get the same slot or seq. Registering a group or a call site (rare
 """
 from __future__ import annotations
 
+import errno
 import itertools
 import mmap
 import os
+import resource
 import socket
 import sys
 import threading
@@ -32,6 +34,16 @@ class GroupEntry:
     ranks: tuple[int, ...]
     rank_in_group: int
     name: str = ""
+
+
+SKIP = GroupEntry(F.NO_GROUP, iter(()), (), -1)  # a group with nothing to record: the wrappers only call through
+
+
+class _SkipEverything(dict):
+    """The group cache of a process that traces nothing: every group is SKIP, and nothing is stored."""
+
+    def __missing__(self, key: Any) -> GroupEntry:
+        return SKIP
 
 
 def seq_counter(end: int = F.SEQ_MASK + 1) -> Iterator[int]:
@@ -56,6 +68,35 @@ def capacity_from_env() -> int:
         return F.DEFAULT_RECORDS
 
 
+def _map_reserved(path: str, size: int) -> mmap.mmap:
+    """A new file of `size` bytes with every block reserved, mapped shared; OSError when it cannot be had.
+
+    Why reserve: a store into a page of a sparse file that the file system cannot back (disk full, quota)
+    is not an error the program can catch but SIGBUS, which kills the job. posix_fallocate fails here
+    instead, with ENOSPC or EDQUOT. A file size limit (RLIMIT_FSIZE) below `size` would make it raise
+    SIGXFSZ, which kills too, so that is checked first. The file is made read-only once created: a
+    mistaken truncation by another (non-root) process, which would also end in SIGBUS, is refused.
+    """
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    if limit != resource.RLIM_INFINITY and limit < size:
+        raise OSError(errno.EFBIG, f"the file size limit (ulimit -f) is below the trace file's {size} bytes")
+    try:
+        os.unlink(path)  # a file left by an earlier process with this pid: start a new one, never reuse it
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        try:
+            os.posix_fallocate(fd, 0, size)
+            os.fchmod(fd, 0o444)
+            return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            os.unlink(path)
+            raise
+    finally:
+        os.close(fd)
+
+
 class Recorder:
     """Writes records into `<dir>/<host>-<pid>.hdtrace`. Create one per process (see activate.recorder())."""
 
@@ -67,12 +108,7 @@ class Recorder:
         self.sites_offset = self.groups_offset + F.MAX_GROUPS * F.GROUP_BYTES
         self.records_offset = self.sites_offset + F.MAX_SITES * F.SITE_BYTES
         size = self.records_offset + capacity * F.RECORD_BYTES
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
-        try:
-            os.ftruncate(fd, size)  # sparse: only pages that get written take disk space
-            self.mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
-        finally:
-            os.close(fd)
+        self.mm = _map_reserved(path, size)
         self.rank = rank
         command = " ".join(sys.argv)[:255] if getattr(sys, "argv", None) else ""
         F.HEADER.pack_into(
@@ -192,3 +228,7 @@ class Recorder:
             self.mm.close()
         except (BufferError, ValueError):
             pass
+
+
+# Recorder.hot of a process that traces nothing (its file could not be made): see activate.recorder().
+OFF_HOT = (None, None, 0, 1, None, None, _SkipEverything(), None, None)

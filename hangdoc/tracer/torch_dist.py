@@ -24,10 +24,8 @@ from typing import Any, Callable
 from hangdoc.tracer import activate as _act
 from hangdoc.tracer import completion
 from hangdoc.tracer import format as F
-from hangdoc.tracer.ring import GroupEntry, Recorder
+from hangdoc.tracer.ring import SKIP, GroupEntry, Recorder
 from hangdoc.tracer.wrapper_source import FORMAT_NAMES, Spec, source
-
-SKIP = GroupEntry(F.NO_GROUP, iter(()), (), -1)  # a group this rank is not in: c10d returns without a call
 
 _dist: Any = None
 _c10d: Any = None
@@ -93,7 +91,7 @@ def _group_entry(rec: Recorder, group: Any) -> GroupEntry:
     if rec.rank < 0:
         rec.set_rank(me, _dist.get_world_size(), _act._env_rank("LOCAL_RANK"))
     if me not in ranks:
-        entry = SKIP
+        entry = SKIP  # a group this rank is not in: c10d returns without a call
     else:
         desc = getattr(pg, "group_desc", None) or ""
         entry = rec.group("torch", str(pg.group_name), "" if desc == "undefined" else desc, ranks,
@@ -135,7 +133,7 @@ def make_wrapper(original: Callable[..., Any], name: str, spec: Spec | None = No
     """
     spec = spec or OPS[name]
     if not DTYPE:  # the dtype and reduce-op tables (install() fills them first)
-        _tables()
+        fill_tables()
     fn_name = getattr(original, "__name__", name)
     compiling, check = _compiling_check()
     src, consts = source(fn_name, spec, inspect.signature(original), _cuda_build(), compiling, _reduce_code)
@@ -182,6 +180,15 @@ def is_compiling_function() -> Callable[[], bool]:
     return check if check is not None else (lambda: False)
 
 
+def compiling_function() -> Callable[[], bool]:
+    """The check of _compiling_check as a function, for the library wrappers. Not is_compiling() itself:
+    that asks torch.jit.is_scripting() first, which costs over a microsecond per call."""
+    expr, names = _compiling_check()
+    namespace = dict(names)
+    exec(f"def compiling():\n    return {expr}\n", namespace)  # noqa: S102 - one of two fixed expressions
+    return namespace["compiling"]
+
+
 def _cuda_build() -> bool:
     """Only a CUDA/ROCm build of torch can have GPU tensors; a CPU build skips the is_cuda checks."""
     import torch
@@ -201,7 +208,8 @@ def _destroy_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
     return destroy_process_group
 
 
-def _tables() -> None:
+def fill_tables() -> None:
+    """The dtype and reduce-op code tables, filled once torch is imported."""
     global _dist, _c10d
     import torch
     import torch.distributed
@@ -259,7 +267,7 @@ def install(module: ModuleType) -> None:
     from torch.distributed import distributed_c10d
 
     _dist, _c10d = module, distributed_c10d
-    _tables()
+    fill_tables()
     if forget_sites not in _act.ON_NEW_RECORDER:
         _act.ON_NEW_RECORDER.append(forget_sites)
     for name, spec in OPS.items():

@@ -184,3 +184,20 @@ def test_compact_ranks_round_trip(ranks: list[int]) -> None:
     text = F.compact_ranks(ranks)
     assert F.expand_ranks(text) == ranks
     assert len(text) <= len(",".join(map(str, ranks)))
+
+
+def test_trace_file_is_reserved_read_only_and_replaced_on_pid_reuse(tmp_path: Path) -> None:
+    """Blocks reserved up front (a store can never find a hole), read-only against a mistaken truncation by
+    another user, and a later process with the same pid starts a new file rather than write into the old."""
+    first = _rec(tmp_path, capacity=64)
+    g = first.group("torch", "0", "", (0, 1), 0)
+    first.write(g, OP["all_reduce"], RD["SUM"], DT["float32"], 1, 1, (1,), -1, 0, 0)
+    st = Path(first.path).stat()
+    assert st.st_mode & 0o777 == 0o444
+    assert st.st_blocks * 512 >= st.st_size  # allocated, not sparse
+    second = _rec(tmp_path, capacity=64)
+    assert Path(second.path).stat().st_ino != st.st_ino
+    assert reader.read(first.path).records.size == 0  # the new file holds nothing of the old one
+    assert first.heads[first.records_offset >> 3] == 1  # and the old mapping still works for its owner
+    first.close()
+    second.close()
