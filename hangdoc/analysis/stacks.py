@@ -421,7 +421,9 @@ def stack_classes_of(
     py_frames: pa.Table | None, processes: pa.Table | None = None, collectives: pa.Table | None = None
 ) -> tuple[StackClass, ...]:
     """Every stack class of the input, for the reports: the ranks' classes (one thread per rank, the odd ones
-    first), then the threads of processes without a rank, grouped the same way."""
+    first), then processes without a rank, grouped the same way: in a job with ranks, the thread each such
+    process stands in (an engine core's main thread in MessageQueue.dequeue); with no rank anywhere (a plain
+    script), every thread, since nothing else says where it hangs."""
     views = rank_views(py_frames, processes, collectives, others=True)
     if not views:
         return ()
@@ -435,7 +437,7 @@ def stack_classes_of(
     for v in views:
         if v.rank is not None:
             continue
-        for t in v.threads:
+        for t in v.threads if id(v) in voter_ids else [v.thread]:
             if id(v) in voter_ids and t is v.thread:
                 continue
             pl = place(t.last())

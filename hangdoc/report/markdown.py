@@ -148,7 +148,7 @@ def _head(d: Diagnosis) -> str:
         out.append(_group(d, view, HEAD_ROWS))
     if d.stacks:
         out.append(_stack_table(d))
-    return "\n".join(out) + "\n"
+    return "\n".join(out).rstrip("\n") + "\n\n"
 
 
 def _head_group(d: Diagnosis) -> GroupView | None:

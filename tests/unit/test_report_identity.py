@@ -58,3 +58,5 @@ def test_the_engine_core_stack_is_in_the_report():
     assert "dequeue (shm_broadcast.py:519)" in text
     markdown = render_text(d, "markdown")
     assert "| pid 4100 (VLLM::EngineCore_DP0), thread MainThread | `dequeue (shm_broadcast.py:519)`" in markdown
+    html = render_text(d, "html")
+    assert 'id="stacks"' in html and "dequeue (shm_broadcast.py:519)" in html and "VLLM::EngineCore_DP0" in html
