@@ -169,9 +169,10 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         gpus = [k[1] for k in spinning]
         n = len(series[spinning[0]])
         summary = f"{_gpus_text(spinning)}" + (f" ({ranks_text(rk)})" if rk else "")
-        summary += (f": SM >= {SPIN_SM:.0f} % with memory bandwidth <= {SPIN_MEM_BW:.0f} % in all {plural(n, 'sample')}, the "
+        samples = plural(n, "sample")
+        summary += (f": SM >= {SPIN_SM:.0f} % with memory bandwidth <= {SPIN_MEM_BW:.0f} % in all {samples}, the "
                     f"NCCL spin-wait of a collective whose peer never arrives" if bw_known else
-                    f": SM >= {SPIN_SM:.0f} % in all {plural(n, 'sample')} (memory bandwidth not recorded), as NCCL kernels "
+                    f": SM >= {SPIN_SM:.0f} % in all {samples} (memory bandwidth not recorded), as NCCL kernels "
                     f"spinning in a collective look")
         if in_coll:
             ops = sorted({views[r].placement.op or "a collective" for r in in_coll})

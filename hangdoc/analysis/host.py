@@ -350,10 +350,16 @@ def host_findings(table: Callable[[str], pa.Table], procs: Processes | None = No
     return findings
 
 
+def has_process_data(ctx: Any) -> bool:
+    """Does the input say anything about processes beyond the collectives? Traces alone do not, and then no
+    large collectives table needs indexing by process."""
+    return any(ctx.table(n).num_rows for n in ("processes", "thread_samples", "py_frames", "log_events"))
+
+
 def host_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: thread states, exited ranks, teardown, orphans."""
-    if not any(ctx.table(n).num_rows for n in ("processes", "thread_samples", "py_frames", "log_events")):
-        return []  # traces alone: nothing here to read, and no need to index a large collectives table
+    if not has_process_data(ctx):
+        return []
     return host_findings(ctx.table, *context_views(ctx))
 
 

@@ -84,13 +84,15 @@ def _kv(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> list[Findin
         parts.append(f"{plural(len(unk_ids), 'transfer notification')} named a request the prefill side did not know")
     summary = "KV transfer leak, not a collective hang: " + "; ".join(parts)
     if parents:
-        summary += (f"; the stranded ids are parallel-sampling siblings (n > 1) of {plural(len(parents), 'parent request')}: "
+        summary += (f"; the stranded ids are parallel-sampling siblings (n > 1) of "
+                    f"{plural(len(parents), 'parent request')}: "
                     f"the decode side pulled one sibling's KV and served the rest from its prefix cache")
     if usage:
         summary += f"; KV cache usage peaked at {max(usage):.1f} %"
     evidence = [_where(e) for e in (expired[:3] + unknown[:2])]
     if usage:
-        evidence.append(f"KV cache usage: {min(usage):.1f}-{max(usage):.1f} % over {plural(len(usage), 'metrics line')}")
+        evidence.append(f"KV cache usage: {min(usage):.1f}-{max(usage):.1f} % over "
+                        f"{plural(len(usage), 'metrics line')}")
     details: dict[str, Any] = {
         "stranded_requests": len(stranded), "expired_requests": len(exp_ids), "unrecognized_requests": len(unk_ids),
         "lease_seconds": lease, "never_pulled": never_pulled, "sibling_parents": len(parents),
@@ -144,7 +146,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
                     f"{'it' if len(oom_ranks) == 1 else 'they'} never issued")
     elif known_ranks - set(oom_ranks):
         summary += f"; {ranks_text(sorted(known_ranks - set(oom_ranks)))} logged no out-of-memory error"
-    evidence = [_where(e) + (f"  (line before: {clip((e.get('context') or [''])[-1], 160)})" if e.get("context") else "")
+    evidence = [_where(e) + (f"  (line before: {clip(e['context'][-1], 160)})" if e.get("context") else "")
                 for r in by_rank for e in by_rank[r][:2]]
     for r in waiting:
         for w, f in waits.get(r, [])[:1]:

@@ -166,7 +166,7 @@ class StackClass:
     category: str  # collective / teardown / idle / model / other
     op: str | None
     where: str  # 'all_reduce <- forward <- ...': the deciding frame and its callers
-    what: str  # 'in a collective (all_reduce)', 'in teardown', 'idle waiting for work', 'elsewhere'
+    what: str  # 'in a collective (all_reduce)', 'in teardown', 'idle waiting for work', 'not in a collective'
     frames: tuple[str, ...]  # the whole stack, innermost first: 'function (file.py:12)'
     top: tuple[str, ...]  # the few frames a short report shows: where it waits, then its callers
     odd: bool = False  # fewer ranks stand here than at the most common place

@@ -29,9 +29,8 @@ from hangdoc.analysis.model import (
     WaitEdge,
 )
 from hangdoc.analysis.gpu import gpu_signatures
-from hangdoc.analysis.host import host_signatures
+from hangdoc.analysis.host import context_views, has_process_data, host_signatures
 from hangdoc.analysis.logs import log_signatures
-from hangdoc.analysis.host import context_views
 from hangdoc.analysis.report_data import (
     environment,
     fold_notes,
@@ -142,8 +141,8 @@ def diagnose(bundle: Bundle) -> Diagnosis:
         verdict = replace(verdict, confidence="low")
     ranked = verdict_mod.rank_findings(findings, graph)
     ranked += [f for f in findings if f.kind == NO_FAULT_FOUND]
-    procs, _ = context_views(ctx)
-    labels = {**process_labels(procs), **(view.labels if view is not None else {})}
+    procs = context_views(ctx)[0] if has_process_data(ctx) else None  # traces alone: no Processes to build
+    labels = {**(process_labels(procs) if procs is not None else {}), **(view.labels if view is not None else {})}
     return Diagnosis(
         hangdoc_version=__version__,
         inputs=tuple(str(x) for x in bundle.manifest.get("inputs", [])),
@@ -158,7 +157,7 @@ def diagnose(bundle: Bundle) -> Diagnosis:
         gpus=gpu_series(ctx),
         environment=environment(ctx, bundle.manifest),
         stacks=stack_class_list(ctx),
-        rank_processes=rank_processes(procs),
+        rank_processes=rank_processes(procs, view),
     )
 
 

@@ -9,6 +9,7 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -17,6 +18,7 @@ from hangdoc.analysis.host import context_views
 from hangdoc.analysis.model import GpuSeries, RankProcess, StackClass
 from hangdoc.analysis.procs import Processes, rows
 from hangdoc.analysis.stacks import stack_classes_of
+from hangdoc.analysis.view import CollectiveView
 
 MAX_SAMPLES = 120  # points per sparkline
 MAX_ENV_VARS = 40
@@ -112,13 +114,22 @@ def environment(ctx: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
 
 
 
-def rank_processes(procs: Processes) -> dict[int, RankProcess]:
-    """Each rank's host, pid and title, where the inputs name its process (one process per rank: the first)."""
+def rank_processes(procs: Processes | None, view: CollectiveView | None = None) -> dict[int, RankProcess]:
+    """Each rank's host, pid and title, where the inputs name its process (one process per rank, a live one
+    first); from one traced call per rank when nothing else names them (a trace header's host and pid)."""
     out: dict[int, RankProcess] = {}
+    if view is not None and view.n_rows:
+        ranks, first = np.unique(view.pair_rank, return_index=True)  # one row per rank, never the whole table
+        got = view.values(["host", "pid"], view.pair_last_row[first].tolist())
+        for rank, host, pid in zip(ranks.tolist(), got["host"], got["pid"]):
+            if pid is not None:
+                out[rank] = RankProcess(rank=rank, host=host, pid=int(pid), title=None)
+    if procs is None:
+        return dict(sorted(out.items()))
     for rank, found in sorted(procs.ranked().items()):
         p = sorted(found, key=lambda p: (not p.live, p.pid))[0]
         out[int(rank)] = RankProcess(rank=int(rank), host=p.host, pid=int(p.pid), title=p.title or None)
-    return out
+    return dict(sorted(out.items()))
 
 
 def process_labels(procs: Processes) -> dict[int, str]:

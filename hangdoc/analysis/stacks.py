@@ -326,13 +326,9 @@ def rank_views(
         if ident in seen:
             continue
         seen.add(ident)
-        stacks = list(chosen.stacks.values())
-        if len(stacks) < 2:
-            progress = "one sample"
-        else:
-            progress = "frozen" if all(s == stacks[0] for s in stacks) else "progressing"
         label = f"rank {rank}" if rank is not None else f"pid {pid}"
-        views.append(RankView(ident, label, rank, host, pid, chosen, placement, progress, len(stacks), extra, threads))
+        views.append(RankView(ident, label, rank, host, pid, chosen, placement, _progress(chosen), len(chosen.stacks),
+                              extra, threads))
     return views
 
 

@@ -124,7 +124,8 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         if weaker:
             reason.append(f"{primary.kind} is more direct evidence than {', '.join(weaker)}")
     if corroborating:
-        reason.append("corroborated by " + ", ".join(f.kind for f in corroborating) + f" on the same {'rank' if len(culprits) == 1 else 'ranks'}")
+        same = "rank" if len(culprits) == 1 else "ranks"
+        reason.append("corroborated by " + ", ".join(f.kind for f in corroborating) + f" on the same {same}")
     if symptoms and primary.role != "symptom":
         if not reason:
             reason.append("the only cause found")

@@ -309,7 +309,8 @@ def lagging_pass(ctx: "Context") -> list[Finding]:
             details={
                 "groups": [view.comms[x.comm].id for x in lags],
                 "last_seq": main.last_seq,
-                "clause": f"it never issued seq {main.seq} of {comm.id}, which {ranks_text(main.waiters)} {verb(main.waiters, 'waits', 'wait')} in",
+                "clause": f"it never issued seq {main.seq} of {comm.id}, which {ranks_text(main.waiters)} "
+                          f"{verb(main.waiters, 'waits', 'wait')} in",
             },
         ))
     return findings
@@ -329,13 +330,15 @@ def missing_pass(ctx: "Context") -> list[Finding]:
     if member_of:
         evidence.append("member of " + ", ".join(member_of[:12]) + (" ..." if len(member_of) > 12 else ""))
     for lag in [x for x in g.lags if x.rank in ms][:8]:
-        evidence.append(f"{ranks_text(lag.waiters)} {verb(lag.waiters, 'waits', 'wait')} at seq {lag.seq} of {view.comms[lag.comm].id} for rank {lag.rank}")
+        evidence.append(f"{ranks_text(lag.waiters)} {verb(lag.waiters, 'waits', 'wait')} at seq {lag.seq} of "
+                        f"{view.comms[lag.comm].id} for rank {lag.rank}")
     evidence.append("if their trace files were not collected, add them; otherwise these ranks never reached "
                     "the collective layer (crashed, exited or never started)")
     who = view.label(missing[0]) if len(missing) == 1 else "global " + ranks_text(missing)
     summary = f"{who} left no collective trace"
     if waiters:
-        summary += f" while {ranks_text(waiters)} {verb(waiters, 'waits', 'wait')} for {'it' if len(missing) == 1 else 'them'}"
+        them = "it" if len(missing) == 1 else "them"
+        summary += f" while {ranks_text(waiters)} {verb(waiters, 'waits', 'wait')} for {them}"
     return [Finding(
         kind=MISSING_RANK,
         ranks=missing,

@@ -803,7 +803,8 @@ def read(files: list[Path]) -> Bundle:
         NAME,
         ran=True,
         seconds=time.monotonic() - t0,
-        notes=[f"{len(good)} rank file{'s' if len(good) != 1 else ''}, {table.num_rows} rows, dump version{'s' if len(versions) != 1 else ''} {', '.join(versions)}"]
+        notes=[f"{len(good)} rank file{'s' if len(good) != 1 else ''}, {table.num_rows} rows, "
+               f"dump version{'s' if len(versions) != 1 else ''} {', '.join(versions)}"]
         + [f"communication library version {v}" for v in sorted({p.comm_lib_version for p in good if p.comm_lib_version})],
     )
     return bundle

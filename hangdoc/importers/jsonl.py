@@ -402,7 +402,8 @@ class _Reader:
             return self.rows
         replaced = len(self.rows) - len(latest)
         self.notes.append(
-            f"{replaced} line{'s' if replaced != 1 else ''} repeated an earlier call (same rank, group and seq); the later line was kept"
+            f"{replaced} line{'s' if replaced != 1 else ''} repeated an earlier call (same rank, group and seq); "
+            "the later line was kept"
         )
         return [self.rows[i] for i in sorted(latest.values())]
 

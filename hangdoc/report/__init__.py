@@ -44,8 +44,8 @@ def render_text(diagnosis: Diagnosis, fmt: str, width: int | None = None) -> str
 
         from hangdoc.report.terminal import render as terminal
 
-        console = Console(file=io.StringIO(), width=width or file_width(), force_terminal=False, no_color=True, highlight=False,
-                          emoji=False)
+        console = Console(file=io.StringIO(), width=width or file_width(), force_terminal=False, no_color=True,
+                          highlight=False, emoji=False)
         terminal(diagnosis, console)
         text = console.file.getvalue()  # type: ignore[attr-defined]
         return "\n".join(line.rstrip() for line in text.split("\n"))

@@ -7,7 +7,7 @@ import re
 from rich.console import Console
 
 from hangdoc.report import render, render_text
-from hangdoc.report.terminal import MAX_GROUPS, MAX_ROWS
+from hangdoc.report.terminal import MAX_ROWS
 from hangdoc.report.terminal import render as terminal
 from report_cases import ODD_LABEL, PEER_LABEL, healthy, huge, seed001
 
