@@ -152,12 +152,13 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
             last = view.call(int(view.pair_last_row[p])) if p is not None else None
             if last is not None:
                 evidence.append(f"rank {r} has no call in flight on {where} (last: seq {last.seq} {last.label()}, {last.state})")
+    count = c.history_positions + (1 if c.at_frontier else 0)
     if c.history_positions:
         evidence.append(
-            f"members' histories on {where} first differ at seq {c.history_first_seq} "
-            f"({plural(c.history_positions, 'position')} {'differs' if c.history_positions == 1 else 'differ'})"
+            f"members' histories on {where} first differ at seq {c.history_first_seq}: "
+            f"{plural(count, 'position')} {'differs' if count == 1 else 'differ'}"
+            + (", the calls in flight included" if c.at_frontier else "")
         )
-    count = c.history_positions + (1 if c.at_frontier else 0)
 
     if c.tie:
         parts = [f"{ranks_text(rs)} posted {short_label(call, show_dtype)}" for rs, call in sides]

@@ -22,6 +22,7 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.analysis.host import context_views, rank_views, teardown_chain
 from hangdoc.analysis.procs import Processes, gib, ranks_text, rows
+from hangdoc.analysis.text import plural
 
 GPU_IDLE = "gpu_idle"
 GPU_MEMORY_FULL = "gpu_memory_full"
@@ -140,7 +141,7 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         for x in xids:
             faults.append((key, f"Xid {x} ({XID_MEANING.get(x, 'see NVIDIA Xid catalogue')})"))
         if ecc:
-            faults.append((key, f"{ecc} uncorrected ECC error(s)"))
+            faults.append((key, f"{plural(ecc, 'uncorrected ECC error')}"))
 
     def ranks_on(keys: Iterable[tuple[Any, int]]) -> list[int]:
         return sorted({r for k in keys for r in (_lookup(owners, *k) or [])})
@@ -153,7 +154,7 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         text = f"GPU {key[1]}{who}: SM {min(sm):.0f}-{max(sm):.0f} %" if sm else f"GPU {key[1]}{who}"
         if bw:
             text += f", memory bandwidth {min(bw):.0f}-{max(bw):.0f} %"
-        text += f" over {len(s)} sample(s)"
+        text += f" over {plural(len(s), 'sample')}"
         for r in rk or []:
             v = views.get(r)
             if v is not None:
@@ -168,9 +169,10 @@ def gpu_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
         gpus = [k[1] for k in spinning]
         n = len(series[spinning[0]])
         summary = f"{_gpus_text(spinning)}" + (f" ({ranks_text(rk)})" if rk else "")
-        summary += (f": SM >= {SPIN_SM:.0f} % with memory bandwidth <= {SPIN_MEM_BW:.0f} % in all {n} sample(s), the "
+        samples = plural(n, "sample")
+        summary += (f": SM >= {SPIN_SM:.0f} % with memory bandwidth <= {SPIN_MEM_BW:.0f} % in all {samples}, the "
                     f"NCCL spin-wait of a collective whose peer never arrives" if bw_known else
-                    f": SM >= {SPIN_SM:.0f} % in all {n} sample(s) (memory bandwidth not recorded), as NCCL kernels "
+                    f": SM >= {SPIN_SM:.0f} % in all {samples} (memory bandwidth not recorded), as NCCL kernels "
                     f"spinning in a collective look")
         if in_coll:
             ops = sorted({views[r].placement.op or "a collective" for r in in_coll})

@@ -18,6 +18,7 @@ import pyarrow as pa
 from hangdoc.analysis import stacks
 from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN, Finding
 from hangdoc.analysis.procs import Proc, Processes, gib, ranks_text, rows, shared
+from hangdoc.analysis.text import clip, verb
 
 THREAD_STATES = "thread_states"
 STUCK_IN_KERNEL = "stuck_in_kernel"
@@ -206,7 +207,7 @@ def _exits(procs: Processes, views: list[stacks.RankView], events: list[dict[str
         if dead:
             exited[r] = [f"{p.label()}: process {p.status or 'gone'}" for p in dead]
         elif r in said and live_ranks:
-            exited[r] = [f"rank {r} log, {e['file']}:{e['line_no']}: {e['text'][:200]}" for e in said[r][-2:]]
+            exited[r] = [f"rank {r} log, {e['file']}:{e['line_no']}: {clip(e['text'], 200)}" for e in said[r][-2:]]
             exited[r].append(f"rank {r}: no live process, stack or GPU context found for it")
     if not exited or not live_ranks:
         return [], set()
@@ -214,7 +215,7 @@ def _exits(procs: Processes, views: list[stacks.RankView], events: list[dict[str
     waiting_in = {v.rank: v for v in views if v.rank is not None and v.placement.category in (stacks.TEARDOWN, stacks.COLLECTIVE)}
     waiting = sorted(live_ranks & set(waiting_in)) or sorted(live_ranks)
     gone = sorted(exited)
-    summary = f"{ranks_text(gone)} exited while {ranks_text(waiting)} still wait"
+    summary = f"{ranks_text(gone)} exited while {ranks_text(waiting)} still {verb(waiting, 'waits', 'wait')}"
     if teardown and set(waiting) <= teardown | set(waiting_in):
         where = teardown_chain(waiting_in[waiting[0]])
         if teardown >= set(waiting):
@@ -317,7 +318,7 @@ def _orphans(procs: Processes, events: list[dict[str, Any]], parent_sigs: set[st
         for p in orphans
     ]
     pids = {p.pid for p in orphans}
-    evidence += [f"{e['file']}:{e['line_no']}: {e['text'][:200]}" for e in events
+    evidence += [f"{e['file']}:{e['line_no']}: {clip(e['text'], 200)}" for e in events
                  if e.get("signature") in parent_sigs and e.get("pid") in pids][:5]
     return [Finding(kind=ORPHANED_PROCESS, ranks=tuple(sorted(p.rank for p in orphans if p.rank is not None)),
                     summary=summary, evidence=tuple(evidence),
@@ -349,10 +350,16 @@ def host_findings(table: Callable[[str], pa.Table], procs: Processes | None = No
     return findings
 
 
+def has_process_data(ctx: Any) -> bool:
+    """Does the input say anything about processes beyond the collectives? Traces alone do not, and then no
+    large collectives table needs indexing by process."""
+    return any(ctx.table(n).num_rows for n in ("processes", "thread_samples", "py_frames", "log_events"))
+
+
 def host_signatures(ctx: Any) -> list[Finding]:
     """Analysis pass: thread states, exited ranks, teardown, orphans."""
-    if not any(ctx.table(n).num_rows for n in ("processes", "thread_samples", "py_frames", "log_events")):
-        return []  # traces alone: nothing here to read, and no need to index a large collectives table
+    if not has_process_data(ctx):
+        return []
     return host_findings(ctx.table, *context_views(ctx))
 
 

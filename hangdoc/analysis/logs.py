@@ -24,6 +24,7 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.analysis.host import context_views, rank_views
 from hangdoc.analysis.procs import Processes, ranks_text, rows
+from hangdoc.analysis.text import clip, plural
 from hangdoc.importers.ops import normalize_op
 from hangdoc.signatures import Signature, load_catalogue
 
@@ -48,7 +49,7 @@ def _fields(sig: Signature | None, text: str) -> dict[str, str]:
 
 def _where(e: dict[str, Any]) -> str:
     rank = f"rank {e['rank']}, " if e.get("rank") is not None else ""
-    return f"{rank}{e.get('file')}:{e.get('line_no')}: {(e.get('text') or '')[:240]}"
+    return f"{rank}{e.get('file')}:{e.get('line_no')}: {clip(e.get('text') or '', 240)}"
 
 
 def _kv(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> list[Finding]:
@@ -75,21 +76,23 @@ def _kv(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> list[Findin
     parts = []
     if exp_ids:
         parts.append(
-            f"{len(exp_ids)} prefill request(s) had their KV blocks released only by lease expiry"
+            f"{plural(len(exp_ids), 'prefill request')} had their KV blocks released only by lease expiry"
             + (f" after {lease} s" if lease else "")
             + (f" ({never_pulled} never pulled by any decode worker)" if never_pulled else "")
         )
     if unk_ids:
-        parts.append(f"{len(unk_ids)} transfer notification(s) named a request the prefill side did not know")
+        parts.append(f"{plural(len(unk_ids), 'transfer notification')} named a request the prefill side did not know")
     summary = "KV transfer leak, not a collective hang: " + "; ".join(parts)
     if parents:
-        summary += (f"; the stranded ids are parallel-sampling siblings (n > 1) of {len(parents)} parent request(s): "
+        summary += (f"; the stranded ids are parallel-sampling siblings (n > 1) of "
+                    f"{plural(len(parents), 'parent request')}: "
                     f"the decode side pulled one sibling's KV and served the rest from its prefix cache")
     if usage:
         summary += f"; KV cache usage peaked at {max(usage):.1f} %"
     evidence = [_where(e) for e in (expired[:3] + unknown[:2])]
     if usage:
-        evidence.append(f"KV cache usage: {min(usage):.1f}-{max(usage):.1f} % over {len(usage)} metrics line(s)")
+        evidence.append(f"KV cache usage: {min(usage):.1f}-{max(usage):.1f} % over "
+                        f"{plural(len(usage), 'metrics line')}")
     details: dict[str, Any] = {
         "stranded_requests": len(stranded), "expired_requests": len(exp_ids), "unrecognized_requests": len(unk_ids),
         "lease_seconds": lease, "never_pulled": never_pulled, "sibling_parents": len(parents),
@@ -129,7 +132,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
     sample = by_rank[oom_ranks[0] if oom_ranks else None][0]
     what = (sample.get("text") or "").strip()
     m = re.search(r"(\w*(?:OutOfMemoryError|out of memory)(?:[^\n]*?Tried to allocate [\d.]+ \w+)?)", what, re.I)
-    what = m.group(1) if m else what[:160]
+    what = m.group(1) if m else clip(what, 160)
     who = ranks_text(oom_ranks) if oom_ranks else "a process"
     around = " ".join([sample.get("text") or ""] + list(sample.get("context") or []))
     phase = " in warm-up" if re.search(r"warm-?up|warming up", around, re.I) else ""
@@ -143,7 +146,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
                     f"{'it' if len(oom_ranks) == 1 else 'they'} never issued")
     elif known_ranks - set(oom_ranks):
         summary += f"; {ranks_text(sorted(known_ranks - set(oom_ranks)))} logged no out-of-memory error"
-    evidence = [_where(e) + (f"  (line before: {(e.get('context') or [''])[-1][:160]})" if e.get("context") else "")
+    evidence = [_where(e) + (f"  (line before: {clip(e['context'][-1], 160)})" if e.get("context") else "")
                 for r in by_rank for e in by_rank[r][:2]]
     for r in waiting:
         for w, f in waits.get(r, [])[:1]:
@@ -202,7 +205,7 @@ def _writer(e: dict[str, Any], procs: Processes) -> str:
 def _quote(e: dict[str, Any]) -> str:
     text = (e.get("text") or "").strip()
     m = re.search(r"\] (?P<msg>[^\[\]]+)$", text)
-    return (m.group("msg") if m else text)[:120].strip()
+    return clip((m.group("msg") if m else text).strip(), 120)
 
 
 def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause: bool,

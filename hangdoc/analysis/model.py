@@ -145,6 +145,50 @@ class GpuSeries:
 
 
 @dataclass(frozen=True)
+class StackMember:
+    """One thread in a stack class: the rank (None for a process without one), where it runs and its name."""
+
+    rank: int | None
+    host: str | None
+    pid: int | None
+    thread: str | None  # thread name, or "thread TID"
+    title: str | None = None  # process title or command (VLLM::Worker_TP1, python train.py)
+
+
+@dataclass(frozen=True)
+class StackClass:
+    """Threads standing at the same place (STAT's equivalence class): one stack, every thread that shows it.
+
+    Rank classes (each rank's main thread, or its thread inside a collective) come first, the odd ones out
+    before the majority; classes of processes without a rank (an engine core, a plain script) follow."""
+
+    members: tuple[StackMember, ...]
+    category: str  # collective / teardown / idle / model / other
+    op: str | None
+    where: str  # 'all_reduce <- forward <- ...': the deciding frame and its callers
+    what: str  # 'in a collective (all_reduce)', 'in teardown', 'idle waiting for work', 'not in a collective'
+    frames: tuple[str, ...]  # the whole stack, innermost first: 'function (file.py:12)'
+    top: tuple[str, ...]  # the few frames a short report shows: where it waits, then its callers
+    odd: bool = False  # fewer ranks stand here than at the most common place
+    branch: str | None = None  # the first frame (from the outermost) it does not share with the most common class
+    progress: str = "one sample"  # frozen / progressing / one sample
+
+    @property
+    def ranks(self) -> tuple[int, ...]:
+        return tuple(sorted({m.rank for m in self.members if m.rank is not None}))
+
+
+@dataclass(frozen=True)
+class RankProcess:
+    """Who a rank is, so a reader can go from the verdict to `py-spy dump --pid` or `kill`."""
+
+    rank: int
+    host: str | None
+    pid: int | None
+    title: str | None  # process title (VLLM::Worker_TP1), else the command line
+
+
+@dataclass(frozen=True)
 class Diagnosis:
     hangdoc_version: str
     inputs: tuple[str, ...]
@@ -158,3 +202,5 @@ class Diagnosis:
     wait_for: tuple[WaitEdge, ...] = ()
     gpus: tuple[GpuSeries, ...] = ()
     environment: Mapping[str, str] = field(default_factory=dict)  # "torch" -> "2.13.0", "nccl" -> "2.27.3"...
+    stacks: tuple[StackClass, ...] = ()  # where each rank and process stands, odd ones first
+    rank_processes: Mapping[int, RankProcess] = field(default_factory=dict)

@@ -29,9 +29,16 @@ from hangdoc.analysis.model import (
     WaitEdge,
 )
 from hangdoc.analysis.gpu import gpu_signatures
-from hangdoc.analysis.host import host_signatures
+from hangdoc.analysis.host import context_views, has_process_data, host_signatures
 from hangdoc.analysis.logs import log_signatures
-from hangdoc.analysis.report_data import environment, gpu_series
+from hangdoc.analysis.report_data import (
+    environment,
+    fold_notes,
+    gpu_series,
+    process_labels,
+    rank_processes,
+    stack_classes as stack_class_list,
+)
 from hangdoc.analysis.stacks import stack_classes
 from hangdoc.analysis.swaps import swap_pass
 from hangdoc.analysis.text import plural
@@ -134,6 +141,8 @@ def diagnose(bundle: Bundle) -> Diagnosis:
         verdict = replace(verdict, confidence="low")
     ranked = verdict_mod.rank_findings(findings, graph)
     ranked += [f for f in findings if f.kind == NO_FAULT_FOUND]
+    procs = context_views(ctx)[0] if has_process_data(ctx) else None  # traces alone: no Processes to build
+    labels = {**(process_labels(procs) if procs is not None else {}), **(view.labels if view is not None else {})}
     return Diagnosis(
         hangdoc_version=__version__,
         inputs=tuple(str(x) for x in bundle.manifest.get("inputs", [])),
@@ -141,12 +150,14 @@ def diagnose(bundle: Bundle) -> Diagnosis:
         findings=tuple(ranked),
         groups=group_views(view),
         checked=checked,
-        notes=tuple(bundle.notes) + tuple(failures) + _view_notes(view),
-        rank_labels=dict(view.labels) if view is not None else {},
+        notes=fold_notes(list(bundle.notes) + failures + list(_view_notes(view))),
+        rank_labels=labels,
         alignment=alignment_windows(view, verdict),
         wait_for=wait_edges(view),
         gpus=gpu_series(ctx),
         environment=environment(ctx, bundle.manifest),
+        stacks=stack_class_list(ctx),
+        rank_processes=rank_processes(procs, view),
     )
 
 

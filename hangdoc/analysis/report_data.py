@@ -1,4 +1,5 @@
-"""What the reports show besides findings: GPU series for sparklines and the environment the job ran in.
+"""What the reports show besides findings: GPU series for sparklines, the environment the job ran in, who each
+rank is (host, pid, title), where every thread stands (stack classes) and the input notes, each said once.
 
 Both are read from the tables and manifest the analysis already has; nothing here judges the hang.
 """
@@ -8,13 +9,16 @@ import re
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from hangdoc.analysis.gpu import _gpu_ranks, _lookup, _series
 from hangdoc.analysis.host import context_views
-from hangdoc.analysis.model import GpuSeries
-from hangdoc.analysis.procs import rows
+from hangdoc.analysis.model import GpuSeries, RankProcess, StackClass
+from hangdoc.analysis.procs import Processes, rows
+from hangdoc.analysis.stacks import stack_classes_of
+from hangdoc.analysis.view import CollectiveView
 
 MAX_SAMPLES = 120  # points per sparkline
 MAX_ENV_VARS = 40
@@ -108,3 +112,66 @@ def environment(ctx: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
             env["..."] = f"{len(seen) - MAX_ENV_VARS} more variables in the processes table"
     return env
 
+
+
+def rank_processes(procs: Processes | None, view: CollectiveView | None = None) -> dict[int, RankProcess]:
+    """Each rank's host, pid and title, where the inputs name its process (one process per rank, a live one
+    first); from one traced call per rank when nothing else names them (a trace header's host and pid)."""
+    out: dict[int, RankProcess] = {}
+    if view is not None and view.n_rows:
+        ranks, first = np.unique(view.pair_rank, return_index=True)  # one row per rank, never the whole table
+        got = view.values(["host", "pid"], view.pair_last_row[first].tolist())
+        for rank, host, pid in zip(ranks.tolist(), got["host"], got["pid"]):
+            if pid is not None:
+                out[rank] = RankProcess(rank=rank, host=host, pid=int(pid), title=None)
+    if procs is None:
+        return dict(sorted(out.items()))
+    for rank, found in sorted(procs.ranked().items()):
+        p = sorted(found, key=lambda p: (not p.live, p.pid))[0]
+        out[int(rank)] = RankProcess(rank=int(rank), host=p.host, pid=int(p.pid), title=p.title or None)
+    return dict(sorted(out.items()))
+
+
+def process_labels(procs: Processes) -> dict[int, str]:
+    """'DP 1, TP rank 2' from the parallel ranks a process's title, environment or log prefix gave."""
+    out: dict[int, str] = {}
+    for rank, found in procs.ranked().items():
+        p = found[0]
+        parts = [f"DP {p.dp_rank}" if p.dp_rank is not None else "", f"PP {p.pp_rank}" if p.pp_rank is not None else "",
+                 f"TP rank {p.tp_rank}" if p.tp_rank is not None else ""]
+        label = ", ".join(x for x in parts if x)
+        if label:
+            out[int(rank)] = label
+    return out
+
+
+def stack_classes(ctx: Any) -> tuple[StackClass, ...]:
+    """Where every rank and every other process with a Python stack stands (see analysis.stacks)."""
+    if not ctx.table("py_frames").num_rows:
+        return ()
+    procs, _ = context_views(ctx)
+    return stack_classes_of(ctx.table("py_frames"), procs.table(), ctx.table("collectives"))
+
+
+# Notes that say a collector could not run here for an ordinary reason: folded into one "not collected" line.
+_EXPECTED = (
+    (re.compile(r"native stacks unavailable"), "native stacks (py-spy ran without pausing the job)"),
+    (re.compile(r"no GPU data: (NVML did not start|nvidia-ml-py is not installed)"),
+     "GPU data (NVML not available on this host)"),
+)
+
+
+def fold_notes(notes: Iterable[str]) -> tuple[str, ...]:
+    """The input notes, each said once, with the expected ones folded into one short 'not collected' line."""
+    kept: list[str] = []
+    missing: dict[str, int] = {}
+    for note in notes:
+        text = str(note)
+        what = next((w for pattern, w in _EXPECTED if pattern.search(text)), None)
+        if what is not None:
+            missing[what] = missing.get(what, 0) + 1
+        elif text not in kept:
+            kept.append(text)
+    if missing:
+        kept.append("not collected: " + "; ".join(missing))
+    return tuple(kept)

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping, Sequence
 
 import pyarrow as pa
 
-from hangdoc.analysis.model import STACK_DIVERGENCE, Finding
+from hangdoc.analysis.model import STACK_DIVERGENCE, Finding, StackClass, StackMember
 from hangdoc.analysis.procs import distinct
 
 COLLECTIVE = "collective"
@@ -241,6 +241,7 @@ class RankView:
     progress: str  # frozen / progressing / one sample
     samples: int
     others_in_collective: list[str] = field(default_factory=list)
+    threads: list[ThreadView] = field(default_factory=list)  # every thread of the process, the chosen one too
 
 
 def _is_main(pid: int | None, t: ThreadView) -> bool:
@@ -304,8 +305,10 @@ def rank_views(
     py_frames: pa.Table | None,
     processes: pa.Table | None = None,
     collectives: pa.Table | None = None,
+    others: bool = False,
 ) -> list[RankView]:
-    """One view per rank (or per process when no rank is known anywhere)."""
+    """One view per rank (or per process when no rank is known anywhere); with `others`, processes without a
+    rank (an engine core, an API server) too, after the ranks."""
     frames = _rows(py_frames, ["host", "pid", "tid", "thread_name", "sample", "depth", "function", "file", "line", "native"])
     if not frames:
         return []
@@ -329,24 +332,20 @@ def rank_views(
     for proc in sorted(by_proc, key=lambda p: (known[p] is None, known[p] if known[p] is not None else 0, str(p[0]), p[1] or 0)):
         host, pid = proc
         rank = known[proc]
-        if any_rank and rank is None:
+        if any_rank and rank is None and not others:
             continue  # a launcher or API server: not a member, it would only blur the vote
         threads = [
             ThreadView(tkey[0], tkey[1], {s: tuple(f for _, f in sorted(fr, key=lambda x: x[0])) for s, fr in samples.items()})
             for tkey, samples in sorted(by_proc[proc].items(), key=lambda kv: (kv[0][0] or 0))
         ]
-        chosen, placement, others = _pick_thread(pid, threads)
+        chosen, placement, extra = _pick_thread(pid, threads)
         ident: Any = rank if rank is not None else ("pid", host, pid)
         if ident in seen:
             continue
         seen.add(ident)
-        stacks = list(chosen.stacks.values())
-        if len(stacks) < 2:
-            progress = "one sample"
-        else:
-            progress = "frozen" if all(s == stacks[0] for s in stacks) else "progressing"
         label = f"rank {rank}" if rank is not None else f"pid {pid}"
-        views.append(RankView(ident, label, rank, host, pid, chosen, placement, progress, len(stacks), others))
+        views.append(RankView(ident, label, rank, host, pid, chosen, placement, _progress(chosen), len(chosen.stacks),
+                              extra, threads))
     return views
 
 
@@ -400,6 +399,91 @@ def _thread_state(samples: list[dict[str, Any]]) -> str | None:
     if len(samples) > 1:
         text += f", cpu +{cpu[1] - cpu[0]:.2f} s over {len(samples)} samples"
     return text
+
+
+def _progress(t: ThreadView) -> str:
+    stacks = list(t.stacks.values())
+    if len(stacks) < 2:
+        return "one sample"
+    return "frozen" if all(s == stacks[0] for s in stacks) else "progressing"
+
+
+def top_frames(stack: Sequence[Frame], anchor: int, limit: int = 4) -> tuple[str, ...]:
+    """Where the thread waits (its innermost frame), then the deciding frame and its callers, wrappers left out."""
+    if not stack:
+        return ()
+    out = [stack[0]] if anchor > 0 else []
+    for frame in stack[anchor:]:
+        if (frame.native and out) or (out and frame.short in _WRAPPERS):
+            continue
+        out.append(frame)
+    return tuple(f.label() for f in out[:limit])
+
+
+def _titles(processes: pa.Table | None) -> dict[tuple[Any, Any], str]:
+    """(host, pid) -> the process title, else its command line, short."""
+    out: dict[tuple[Any, Any], str] = {}
+    for r in _rows(processes, ["host", "pid", "title", "cmdline"]):
+        text = r.get("title") or " ".join(r.get("cmdline") or [])
+        if text and r.get("pid") is not None:
+            out[(r.get("host"), r.get("pid"))] = text if len(text) <= 60 else text[:57].rsplit(" ", 1)[0] + " ..."
+    return out
+
+
+def stack_classes_of(
+    py_frames: pa.Table | None, processes: pa.Table | None = None, collectives: pa.Table | None = None
+) -> tuple[StackClass, ...]:
+    """Every stack class of the input, for the reports: the ranks' classes (one thread per rank, the odd ones
+    first), then processes without a rank, grouped the same way: in a job with ranks, the thread each such
+    process stands in (an engine core's main thread in MessageQueue.dequeue); with no rank anywhere (a plain
+    script), every thread, since nothing else says where it hangs."""
+    views = rank_views(py_frames, processes, collectives, others=True)
+    if not views:
+        return ()
+    titles = _titles(processes)
+    voters = [v for v in views if v.rank is not None] or views
+    voter_ids = {id(v) for v in voters}
+    voting: dict[tuple[Any, ...], list[tuple[RankView, ThreadView, Placement]]] = defaultdict(list)
+    rest: dict[tuple[Any, ...], list[tuple[RankView, ThreadView, Placement]]] = defaultdict(list)
+    for v in voters:
+        voting[v.placement.key].append((v, v.thread, v.placement))
+    for v in views:
+        if v.rank is not None:
+            continue
+        for t in v.threads if id(v) in voter_ids else [v.thread]:
+            if id(v) in voter_ids and t is v.thread:
+                continue
+            pl = place(t.last())
+            rest[pl.key].append((v, t, pl))
+    sizes = sorted((len(m) for m in voting.values()), reverse=True)
+    strict = len(sizes) == 1 or sizes[0] > sizes[1]
+
+    def build(members: list[tuple[RankView, ThreadView, Placement]], odd: bool) -> StackClass:
+        v0, t0, pl = members[0]
+        stack = t0.last()
+        progress = sorted({_progress(t) for _, t, _ in members})
+        return StackClass(
+            members=tuple(StackMember(v.rank, v.host, v.pid, t.name or f"thread {t.tid}", titles.get((v.host, v.pid)))
+                          for v, t, _ in members),
+            category=pl.category, op=pl.op, where=pl.where,
+            what=("not in a collective" if pl.category == OTHER else _CATEGORY_TEXT[pl.category])
+            + (f" ({pl.op})" if pl.op else ""),
+            frames=tuple(f.label() for f in stack), top=top_frames(stack, pl.anchor),
+            odd=odd, progress=", ".join(progress),
+        )
+
+    def who(members: list[tuple[RankView, ThreadView, Placement]]) -> tuple:
+        return min((v.rank if v.rank is not None else -1, v.pid or 0, t.tid or 0) for v, t, _ in members)
+
+    ranked = sorted(voting.values(), key=lambda m: (strict and len(m) == sizes[0], len(m), who(m)))
+    out = [build(m, strict and len(m) < sizes[0]) for m in ranked]
+    for i, c in enumerate(out if len(out) > 1 else []):
+        # where each class leaves the most common one (the same frames on top may come from other callers)
+        other = ranked[-1] if ranked[i] is not ranked[-1] else ranked[0]
+        frame = branch_frame(ranked[i][0][1].last(), other[0][1].last())
+        out[i] = replace(c, branch=frame.label() if frame is not None else None)
+    out += [build(m, False) for m in sorted(rest.values(), key=lambda m: (-len(m), who(m)))]
+    return tuple(out)
 
 
 def stack_divergence(

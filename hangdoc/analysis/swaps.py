@@ -188,7 +188,7 @@ def swap_pass(ctx: "Context") -> list[Finding]:
             details={
                 **nums,
                 "reference_group": ref_id,
-                "clause": f"it made {k} fewer {f_from} calls and {k} more {f_to} calls than {{peers}} "
+                "clause": f"it made {k} fewer {f_from} calls and {k} more {f_to} calls than {peers_text} "
                           f"(a call-count swap)",
                 "peers_text": peers_text,
             },

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
-from hangdoc.analysis.model import OpCall
+from hangdoc.analysis.model import Finding, OpCall
 
 _WORDS = ("no", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten")
 
@@ -54,5 +54,34 @@ def short_label(call: OpCall, dtype: bool = False) -> str:
                   in_numel=call.in_numel).label()
 
 
+def verb(who, singular: str, plural_form: str) -> str:
+    """The verb agreeing with a rank list: verb([6], 'waits', 'wait') -> 'waits'."""
+    return singular if len(set(who)) == 1 else plural_form
+
+
 def plural(n: int, word: str) -> str:
     return f"{n:,} {word}" + ("" if n == 1 else "s")
+
+
+def counted_kinds(findings: Iterable[Finding]) -> list[tuple[str, int]]:
+    """[('wait_chain', 7), ('log_signature', 4)]: occurrences per kind (a finding may stand for several), most
+    first; every report counts findings this one way."""
+    counts: dict[str, int] = {}
+    for f in findings:
+        counts[f.kind] = counts.get(f.kind, 0) + max(int(f.count), 1)
+    return sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+
+
+def counted_text(findings: Iterable[Finding]) -> str:
+    """'wait_chain x7, log_signature x4'."""
+    return ", ".join(f"{kind} x{n}" if n > 1 else kind for kind, n in counted_kinds(findings))
+
+
+def clip(text: str, limit: int) -> str:
+    """Text cut to at most `limit` characters at a word boundary, with ' ...' where it was cut."""
+    text = str(text)
+    if len(text) <= limit:
+        return text
+    head = text[: max(limit - 4, 1)]
+    cut = head.rsplit(" ", 1)[0] if " " in head[limit // 2 :] else head
+    return cut.rstrip(" ,;:") + " ..."

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Sequence
 
 from hangdoc.analysis import model as m
 from hangdoc.analysis.model import Finding, Verdict
-from hangdoc.analysis.text import number, plural, ranks_text
+from hangdoc.analysis.text import counted_text, number, plural, ranks_text
 
 if TYPE_CHECKING:
     from hangdoc.analysis.waits import WaitGraph
@@ -87,9 +87,9 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         clause = f.details.get("clause") if f.details else None
         if not clause or f.kind in used_kinds or not (set(f.ranks) & culprits):
             continue
-        if "{peers}" in clause:
-            same = f.details.get("reference_group") == primary.group and primary.group is not None
-            clause = clause.replace("{peers}", "those peers" if same else str(f.details.get("peers_text", "its peers")))
+        peers = f.details.get("peers_text")
+        if peers and primary.group is not None and f.details.get("reference_group") == primary.group:
+            clause = clause.replace(str(peers), "those peers")  # the verdict's sentence already named them
         parts.append(clause)
         corroborating.append(f)
         used_kinds.add(f.kind)
@@ -117,17 +117,19 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
     rest = [f for f in causes if f is not primary and f.kind not in used_kinds - {primary.kind}]
     if rest:
         off_root = sorted({f.kind for f in rest if rootness(f, graph) < root})
-        weaker = sorted({f.kind for f in rest if rootness(f, graph) >= root})
+        weaker = sorted({f.kind for f in rest if rootness(f, graph) >= root} - {primary.kind})
         if off_root:
             reason.append(f"{', '.join(off_root)} {'does' if len(off_root) == 1 else 'do'} not point at the root "
                           f"of the wait-for graph")
         if weaker:
             reason.append(f"{primary.kind} is more direct evidence than {', '.join(weaker)}")
     if corroborating:
-        reason.append("corroborated by " + ", ".join(f.kind for f in corroborating) + " on the same rank(s)")
+        same = "rank" if len(culprits) == 1 else "ranks"
+        reason.append("corroborated by " + ", ".join(f.kind for f in corroborating) + f" on the same {same}")
     if symptoms and primary.role != "symptom":
-        reason.append(f"{plural(len(symptoms), 'symptom finding')} ({', '.join(sorted({f.kind for f in symptoms}))}) "
-                      f"{'describes' if len(symptoms) == 1 else 'describe'} what follows from it")
+        if not reason:
+            reason.append("the only cause found")
+        reason.append(f"what follows from it: {counted_text(symptoms)}")
     if primary.role == "symptom":
         reason.append("no cause was found; this is the strongest symptom")
     if tie:

@@ -226,6 +226,11 @@ class CollectiveView:
                 )
         return [self._calls[r] for r in rows]
 
+    def values(self, names: Sequence[str], rows: Sequence[int]) -> dict[str, list]:
+        """Some columns of a few view rows, as Python lists."""
+        got = self._get(names, self.table_rows(rows))
+        return {name: got[name].to_pylist() for name in names}
+
     def _get(self, names: Sequence[str], table_rows: np.ndarray) -> dict[str, pa.Array]:
         return _fetcher(self.table, self.fetch)(names, table_rows)
 

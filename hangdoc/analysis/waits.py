@@ -21,7 +21,7 @@ from hangdoc.analysis.model import (
     WAIT_CHAIN,
     Finding,
 )
-from hangdoc.analysis.text import number, plural, ranks_text
+from hangdoc.analysis.text import number, plural, ranks_text, verb
 from hangdoc.analysis.view import CollectiveView
 
 if TYPE_CHECKING:
@@ -253,6 +253,17 @@ def _whereabouts(view: CollectiveView, rank: int) -> str:
             f"seq {call.seq} ({call.state})")
 
 
+def _member_rows(view: CollectiveView, comm: int, limit: int = 64) -> list[int]:
+    """Each member's call in flight on `comm`, else its last call there (the lagging rank's included), so a
+    report can show every member side by side."""
+    out = []
+    for p in view.comm_pairs(comm).tolist()[:limit]:
+        row = int(view.pair_front_row[p]) if view.pair_front_row[p] >= 0 else int(view.pair_last_row[p])
+        if row >= 0:
+            out.append(row)
+    return sorted(out, key=lambda r: int(view.rank[r]))
+
+
 def lagging_pass(ctx: "Context") -> list[Finding]:
     """lagging_rank: a rank (a root of the wait-for graph) never issued the call its peers wait in."""
     view = ctx.collectives
@@ -292,13 +303,14 @@ def lagging_pass(ctx: "Context") -> list[Finding]:
             seq=main.seq,
             op=waiting_call.label(),
             evidence=tuple(evidence),
-            calls=tuple(view.calls([main.wait_row])),
+            calls=tuple(view.calls(_member_rows(view, main.comm))),
             waiting_ranks=tuple(waiters),
             count=len(lags),
             details={
                 "groups": [view.comms[x.comm].id for x in lags],
                 "last_seq": main.last_seq,
-                "clause": f"it never issued seq {main.seq} of {comm.id}, which {ranks_text(main.waiters)} wait in",
+                "clause": f"it never issued seq {main.seq} of {comm.id}, which {ranks_text(main.waiters)} "
+                          f"{verb(main.waiters, 'waits', 'wait')} in",
             },
         ))
     return findings
@@ -318,13 +330,15 @@ def missing_pass(ctx: "Context") -> list[Finding]:
     if member_of:
         evidence.append("member of " + ", ".join(member_of[:12]) + (" ..." if len(member_of) > 12 else ""))
     for lag in [x for x in g.lags if x.rank in ms][:8]:
-        evidence.append(f"{ranks_text(lag.waiters)} wait at seq {lag.seq} of {view.comms[lag.comm].id} for rank {lag.rank}")
+        evidence.append(f"{ranks_text(lag.waiters)} {verb(lag.waiters, 'waits', 'wait')} at seq {lag.seq} of "
+                        f"{view.comms[lag.comm].id} for rank {lag.rank}")
     evidence.append("if their trace files were not collected, add them; otherwise these ranks never reached "
                     "the collective layer (crashed, exited or never started)")
     who = view.label(missing[0]) if len(missing) == 1 else "global " + ranks_text(missing)
     summary = f"{who} left no collective trace"
     if waiters:
-        summary += f" while {ranks_text(waiters)} wait for {'it' if len(missing) == 1 else 'them'}"
+        them = "it" if len(missing) == 1 else "them"
+        summary += f" while {ranks_text(waiters)} {verb(waiters, 'waits', 'wait')} for {them}"
     return [Finding(
         kind=MISSING_RANK,
         ranks=missing,

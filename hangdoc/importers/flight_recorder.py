@@ -870,7 +870,7 @@ def read(files: list[Path]) -> Bundle:
     notes.extend(f"{p.path}: rank {p.rank} skipped: {p.error}" for p in parsed if p.error)
     if not good:
         reason = next((p.error for p in parsed if p.error), None) or "no rank number in the file names"
-        raise InputError(f"{len(files)} Flight Recorder file(s), none readable: {reason}")
+        raise InputError(f"{len(files)} Flight Recorder file{'s' if len(files) != 1 else ''}, none readable: {reason}")
 
     versions = sorted({p.version or "?" for p in good})
     for v in versions:
@@ -929,7 +929,8 @@ def read(files: list[Path]) -> Bundle:
         NAME,
         ran=True,
         seconds=time.monotonic() - t0,
-        notes=[f"{len(good)} rank file(s), {table.num_rows} rows, dump version(s) {', '.join(versions)}"]
+        notes=[f"{len(good)} rank file{'s' if len(good) != 1 else ''}, {table.num_rows} rows, "
+               f"dump version{'s' if len(versions) != 1 else ''} {', '.join(versions)}"]
         + [f"communication library version {v}" for v in sorted({p.comm_lib_version for p in good if p.comm_lib_version})],
     )
     return bundle

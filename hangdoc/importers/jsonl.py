@@ -254,7 +254,7 @@ class _Reader:
         if self._n_bad:
             shown = ", ".join(f"{n} ({why})" for n, why in self._bad)
             more = ", ..." if self._n_bad > len(self._bad) else ""
-            bad = f"{self._n_bad} bad line(s): line {shown}{more}"
+            bad = f"{self._n_bad} bad line{'s' if self._n_bad != 1 else ''}: line {shown}{more}"
         if len(self.rows) == before:
             self.note(f"{path}: no valid collective call in this file" + (f" ({bad})" if bad else ""))
         elif bad:
@@ -427,7 +427,8 @@ class _Reader:
             return self.rows
         replaced = len(self.rows) - len(latest)
         self.notes.append(
-            f"{replaced} line(s) repeated an earlier call (same rank, group and seq); the later line was kept"
+            f"{replaced} line{'s' if replaced != 1 else ''} repeated an earlier call (same rank, group and seq); "
+            "the later line was kept"
         )
         return [self.rows[i] for i in sorted(latest.values())]
 

@@ -359,7 +359,7 @@ def read(files: list[Path]) -> Bundle:
             frames.extend(pyspy.parse_text(_ANSI.sub("", text))[0])
     events, proc_rows = events_from(hits, procs, index_sets)
     if not events and not frames:
-        bundle.note(f"{len(files)} log file(s) read; no known hang line in them")
+        bundle.note(f"{len(files)} log file{'s' if len(files) != 1 else ''} read; no known hang line in them")
     if events:
         bundle.add("log_events", table_from_rows("log_events", events))
     if proc_rows:

@@ -1,6 +1,7 @@
 """Reporters: each renders only the Diagnosis, never the bundle, so every format tells the same story."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -14,8 +15,16 @@ FORMATS = ("text", "markdown", "json", "html")
 FILE_WIDTH = 120  # text reports written to a file or a pipe: wide enough for op labels side by side
 
 
-def render_text(diagnosis: Diagnosis, fmt: str, width: int = FILE_WIDTH) -> str:
-    """The report as a string, plain text for `text` (no ANSI codes)."""
+def file_width() -> int:
+    """Text written to a file or a pipe: $COLUMNS when set (COLUMNS=80 hangdoc analyze ... | less), else wide."""
+    try:
+        return max(int(os.environ.get("COLUMNS", "")), 40)
+    except ValueError:
+        return FILE_WIDTH
+
+
+def render_text(diagnosis: Diagnosis, fmt: str, width: int | None = None) -> str:
+    """The report as a string, plain text for `text` (no ANSI codes, no trailing spaces)."""
     if fmt == "json":
         from hangdoc.report.jsonreport import dumps
 
@@ -35,10 +44,11 @@ def render_text(diagnosis: Diagnosis, fmt: str, width: int = FILE_WIDTH) -> str:
 
         from hangdoc.report.terminal import render as terminal
 
-        console = Console(file=io.StringIO(), width=width, force_terminal=False, no_color=True, highlight=False,
-                          emoji=False)
+        console = Console(file=io.StringIO(), width=width or file_width(), force_terminal=False, no_color=True,
+                          highlight=False, emoji=False)
         terminal(diagnosis, console)
-        return console.file.getvalue()  # type: ignore[attr-defined]
+        text = console.file.getvalue()  # type: ignore[attr-defined]
+        return "\n".join(line.rstrip() for line in text.split("\n"))
     raise HangdocError(f"unknown report format {fmt!r} (choose one of {', '.join(FORMATS)})")
 
 

@@ -10,6 +10,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable, Iterable, Mapping
 
+from hangdoc.analysis import model
 from hangdoc.analysis.model import (
     CALL_COUNT_SWAP,
     NO_FAULT_FOUND,
@@ -18,8 +19,13 @@ from hangdoc.analysis.model import (
     GroupView,
     OpCall,
     RankPosition,
+    StackClass,
+    WAIT_CHAIN,
 )
-from hangdoc.analysis.text import rank_ranges
+from hangdoc.analysis.text import counted_kinds, rank_ranges
+
+
+KINDS = frozenset(v for k, v in vars(model).items() if k.isupper() and isinstance(v, str))
 
 
 def rank_name(rank: int, labels: Mapping[int, str]) -> str:
@@ -36,6 +42,30 @@ def ranks_phrase(ranks: Iterable[int], labels: Mapping[int, str], max_parts: int
     if not rs:
         return "no rank"
     return f"ranks {rank_ranges(rs, max_parts)}"
+
+
+def identity(rank: int, d: Diagnosis) -> str:
+    """'pid 90100 on trt-node-0, VLLM::Worker_TP1': what `py-spy dump` or `kill` needs, or '' when unknown."""
+    p = d.rank_processes.get(int(rank))
+    if p is None or p.pid is None:
+        return ""
+    return f"pid {p.pid}" + (f" on {p.host}" if p.host else "") + (f", {p.title}" if p.title else "")
+
+
+def stack_members(cls: StackClass, labels: Mapping[int, str], max_parts: int | None = 6) -> str:
+    """'ranks 1-3 (pids 51208-51210)', 'rank 0 (TP rank 0, pid 51207)', 'pid 11443 (python), thread worker'."""
+    pids = sorted({m.pid for m in cls.members if m.pid is not None})
+    pid_text = ("pid " if len(pids) == 1 else "pids ") + rank_ranges(pids, 4) if pids else ""
+    threads = sorted({m.thread for m in cls.members if m.thread})
+    named = threads and (threads != ["MainThread"] or not cls.ranks)  # a rank's main thread goes without saying
+    thread_text = f", thread {', '.join(threads)}" if named else ""
+    if cls.ranks:
+        who = ranks_phrase(cls.ranks, labels, max_parts)
+        if pid_text:
+            who = who[:-1] + f", {pid_text})" if who.endswith(")") else f"{who} ({pid_text})"
+        return who + thread_text
+    titles = sorted({m.title for m in cls.members if m.title})
+    return (pid_text or "a process") + (f" ({', '.join(titles[:2])})" if titles else "") + thread_text
 
 
 def finding_facts(
@@ -127,7 +157,8 @@ def collapse_positions(view: GroupView, culprits: Iterable[int]) -> list[Positio
     culprit_set = {int(r) for r in culprits}
     by_rank: dict[int, RankPosition | None] = {int(r): None for r in view.ranks}
     for p in view.positions:
-        by_rank[int(p.rank)] = p
+        # a member that never called on it is shown as leaving no trace, not as standing at a blank position
+        by_rank[int(p.rank)] = None if p.last_op is None and not p.calls else p
     counts: dict[tuple, int] = defaultdict(int)
     for p in by_rank.values():
         counts[_position_key(p)] += 1
@@ -204,11 +235,12 @@ def symptom_lines(d: Diagnosis) -> list[SymptomLine]:
     for f in d.findings:
         if f.role == "symptom":
             by_kind[f.kind].append(f)
+    counts = dict(counted_kinds([f for fs in by_kind.values() for f in fs]))
     lines = []
     for kind, fs in by_kind.items():
         ranks = sorted({int(r) for f in fs for r in f.ranks})
         groups = sorted({f.group for f in fs if f.group}, key=natural_key)
-        lines.append(SymptomLine(kind, sum(max(int(f.count), 1) for f in fs), tuple(ranks), tuple(groups), fs[0].summary))
+        lines.append(SymptomLine(kind, counts[kind], tuple(ranks), tuple(groups), fs[0].summary))
     lines.sort(key=lambda s: (-s.count, s.kind))
     return lines
 
@@ -241,7 +273,7 @@ def ordered_groups(d: Diagnosis) -> list[GroupView]:
 
 
 def explanation(d: Diagnosis) -> str:
-    """The paragraph under the verdict's summary: the swap behind it, who waits, what follows, why this verdict."""
+    """The paragraph under the verdict's summary: the swap behind it, who waits, why this verdict."""
     v = d.verdict
     labels = d.rank_labels
     parts = []
@@ -253,16 +285,7 @@ def explanation(d: Diagnosis) -> str:
             f"{who[0].upper()}{who[1:]} made {s.calls} fewer calls on {s.from_group} and {s.calls} more on "
             f"{s.to_group} than {'its' if len(f.ranks) == 1 else 'their'} peers (a call-count swap)."
         )
-    main = verdict_finding(d)
-    if main is not None and main.waiting_ranks:
-        waiting = ranks_phrase(main.waiting_ranks, labels)
-        parts.append(f"{waiting[0].upper()}{waiting[1:]} {'is' if len(set(main.waiting_ranks)) == 1 else 'are'} "
-                     "waiting on it, directly or through another rank.")
-    symptoms = symptom_lines(d)
-    if symptoms:
-        n = sum(s.count for s in symptoms)
-        kinds = ", ".join(f"{s.kind} x{s.count}" for s in symptoms)
-        parts.append(f"{n} other observation{'s' if n != 1 else ''} follow from it ({kinds}).")
+    parts.append(_waiting(d))
     if v.reason:
         parts.append(f"Why this verdict: {sentence(v.reason)}")
     if v.kind != NO_FAULT_FOUND:
@@ -270,10 +293,35 @@ def explanation(d: Diagnosis) -> str:
     return " ".join(p for p in parts if p)
 
 
+def _waiting(d: Diagnosis) -> str:
+    """Who waits on the culprits: every waiter of the wait chain (direct and through others) when there is one,
+    else the verdict finding's own waiters."""
+    bad = set(culprits(d))
+    chain = next((f for f in d.findings if f.kind == WAIT_CHAIN and f.details
+                  and any(set(r) & bad for r in f.details.get("roots", []))), None)
+    if chain is not None:
+        direct = [int(r) for r in chain.details.get("direct", [])]
+        indirect = [int(r) for r in chain.details.get("indirect", [])]
+        every = ranks_phrase(direct + indirect, d.rank_labels)
+        text = f"{every[0].upper()}{every[1:]} {'is' if len(set(direct + indirect)) == 1 else 'are'} waiting on it"
+        if direct and indirect:
+            text += (f": {rank_ranges(direct)} directly, {rank_ranges(indirect)} through "
+                     f"{'another rank' if len(indirect) == 1 else 'other ranks'}")
+        return text + "."
+    main = verdict_finding(d)
+    if main is None or not main.waiting_ranks:
+        return ""
+    waiting = ranks_phrase(main.waiting_ranks, d.rank_labels)
+    return f"{waiting[0].upper()}{waiting[1:]} {'is' if len(set(main.waiting_ranks)) == 1 else 'are'} waiting on it."
+
+
 def sentence(text: str) -> str:
-    """Capitalized and ending in a full stop, for summaries written as clauses by the passes."""
+    """Capitalized and ending in a full stop, for summaries written as clauses by the passes (a finding kind
+    such as 'oom' or 'lagging_rank' keeps its spelling)."""
     text = (text or "").strip()
     if not text:
         return text
-    text = text[0].upper() + text[1:]
+    first = text.split(" ", 1)[0]
+    if not ("_" in first or first in KINDS):
+        text = text[0].upper() + text[1:]
     return text if text[-1] in ".!?" else text + "."

@@ -40,6 +40,7 @@ from hangdoc.report.condense import (
     ranks_phrase,
     seq_key,
     sentence,
+    stack_members,
     swap_findings,
     verdict_finding,
 )
@@ -53,6 +54,7 @@ MAX_EVIDENCE = 40
 MAX_GPUS = 64
 MAX_GROUP_TABLES = 12
 MAX_COLUMNS = 4
+MAX_STACKS = 12
 
 LABEL_W, LANE_W, CELL_W, CELL_H, HEAD_H, GAP = 190, 70, 104, 30, 44, 18
 
@@ -563,11 +565,27 @@ def _finding_html(d: Diagnosis, i: int, f: Finding) -> str:
     return "".join(out)
 
 
+def _stacks_html(d: Diagnosis) -> str:
+    """Each stack class: who stands there (the odd ones first, marked) and its whole stack, innermost first."""
+    items = []
+    for c in d.stacks[:MAX_STACKS]:
+        who = _e(stack_members(c, d.rank_labels, None))
+        via = f" via <code>{_e(c.branch)}</code>" if c.branch else ""
+        items.append(f'<li class="stack{" odd" if c.odd else ""}"><p><b>{who}</b>: {_e(c.what)}, {_e(c.progress)}'
+                     f'{" (odd one out)" if c.odd else ""}{via}</p><pre>{_e(chr(10).join(c.frames))}</pre></li>')
+    more = (f'<p class="muted">{len(d.stacks) - MAX_STACKS} more classes: see the JSON report.</p>'
+            if len(d.stacks) > MAX_STACKS else "")
+    return (f'<details open id="stacks"><summary>Stacks ({len(d.stacks)} classes)</summary>'
+            f'<ol class="stacks">{"".join(items)}</ol>{more}</details>')
+
+
 def _text_sections(d: Diagnosis) -> str:
     out = []
     div = divergence_finding(d)
     if div is not None:
         out.append(_ops_table(d, div))
+    if d.stacks:
+        out.append(_stacks_html(d))
     if d.findings:
         items = [_finding_html(d, i, f) for i, f in enumerate(d.findings[:MAX_FINDINGS], 1)]
         more = (f'<p class="muted">{len(d.findings) - MAX_FINDINGS} more findings: see the JSON report.</p>'

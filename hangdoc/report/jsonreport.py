@@ -8,7 +8,16 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hangdoc.analysis.model import Diagnosis, Finding, GroupView, OpCall, RankPosition, Verdict
+from hangdoc.analysis.model import (
+    Diagnosis,
+    Finding,
+    GroupView,
+    OpCall,
+    RankPosition,
+    RankProcess,
+    StackClass,
+    Verdict,
+)
 from hangdoc.report.condense import natural_key
 
 SCHEMA = "hangdoc.report/1"
@@ -26,6 +35,8 @@ def to_dict(d: Diagnosis) -> dict[str, Any]:
         "checked": [str(c) for c in d.checked],
         "notes": [str(n) for n in d.notes],
         "rank_labels": {str(r): str(d.rank_labels[r]) for r in sorted(d.rank_labels, key=int)},
+        "ranks": [_rank_process(d.rank_processes[r]) for r in sorted(d.rank_processes, key=int)],
+        "stacks": [_stack(c) for c in d.stacks],
     }
 
 
@@ -92,6 +103,27 @@ def _call(c: OpCall) -> dict[str, Any]:
         "in_numel": _opt_int(c.in_numel),
         "out_numel": _opt_int(c.out_numel),
         "state": str(c.state),
+    }
+
+
+def _rank_process(p: RankProcess) -> dict[str, Any]:
+    return {"rank": int(p.rank), "host": _opt_str(p.host), "pid": _opt_int(p.pid), "title": _opt_str(p.title)}
+
+
+def _stack(c: StackClass) -> dict[str, Any]:
+    return {
+        "ranks": _ranks(c.ranks),
+        "members": [{"rank": _opt_int(m.rank), "host": _opt_str(m.host), "pid": _opt_int(m.pid),
+                     "thread": _opt_str(m.thread), "title": _opt_str(m.title)} for m in c.members],
+        "category": str(c.category),
+        "op": _opt_str(c.op),
+        "what": str(c.what),
+        "where": str(c.where),
+        "odd": bool(c.odd),
+        "branch": _opt_str(c.branch),
+        "progress": str(c.progress),
+        "top": [str(f) for f in c.top],
+        "frames": [str(f) for f in c.frames],
     }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView
+from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView, StackClass
 from hangdoc.report.condense import (
     call_classes,
     class_seqs,
@@ -17,18 +17,22 @@ from hangdoc.report.condense import (
     divergence_finding,
     explanation,
     finding_facts,
+    identity,
     ordered_groups,
     rank_name,
     ranks_phrase,
     sentence,
+    stack_members,
     verdict_finding,
 )
+from hangdoc.analysis.text import plural
 from hangdoc.report.jsonreport import json_ready
 
 LIMIT = 60_000  # GitHub allows 65536 characters per comment; leave room for a line of the user's own
 MAX_COLUMNS = 4
 HEAD_ROWS = 20
 GROUP_ROWS = 12
+STACK_ROWS = 6
 FINDING_EVIDENCE = 20
 LINE_CHARS = 500
 DETAILS_CHARS = 3000
@@ -41,14 +45,19 @@ def render(d: Diagnosis, limit: int = LIMIT) -> str:
     doc.head(_head(d))
     main = verdict_finding(d)
     if main is not None and main.evidence:
-        doc.details(f"Evidence ({len(main.evidence)} lines)", "```text\n",
+        doc.details(f"Evidence ({plural(len(main.evidence), 'line')})", "```text\n",
                     [_line(e) + "\n" for e in main.evidence], "```\n", share=0.2)
+    if d.stacks:
+        doc.details(f"Stacks ({len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'})", "",
+                    [_stack(d, c) for c in d.stacks], "", share=0.2)
     if d.findings:
         doc.details(f"Findings ({len(d.findings)})", "", [_finding(d, i, f) for i, f in enumerate(d.findings, 1)], "",
                     share=0.35)
-    if d.groups:
-        views = ordered_groups(d)
-        doc.details(f"Communicators ({len(views)})", "", [_group(d, v, GROUP_ROWS) for v in views], "", share=0.25)
+    head_group = _head_group(d)
+    views = [v for v in ordered_groups(d) if v is not head_group]
+    if views:
+        doc.details(f"{'Other communicators' if head_group else 'Communicators'} ({len(views)})", "",
+                    [_group(d, v, GROUP_ROWS) for v in views], "", share=0.25)
     if d.gpus:
         doc.details(f"GPU samples ({len(d.gpus)} GPUs)", "| host | GPU | rank | SM busy % | memory bandwidth % |\n"
                     "|---|---:|---:|---|---|\n", [_gpu(g) for g in d.gpus], "", share=0.1)
@@ -127,14 +136,49 @@ def _head(d: Diagnosis) -> str:
     more = explanation(d)
     if more:
         out += [_md(more), ""]
+    for r in bad[:4]:
+        who = identity(r, d)
+        if who:
+            out += [f"**Culprit:** {_md(rank_name(r, d.rank_labels))}: `{_code(who)}`", ""]
     div = divergence_finding(d)
     if div is not None:
         out.append(_divergence(d, div))
-    group = v.group or (div.group if div is not None else None)
-    view = next((g for g in d.groups if g.group == group), None)
+    view = _head_group(d)
     if view is not None:
         out.append(_group(d, view, HEAD_ROWS))
-    return "\n".join(out) + "\n"
+    if d.stacks:
+        out.append(_stack_table(d))
+    return "\n".join(out).rstrip("\n") + "\n\n"
+
+
+def _head_group(d: Diagnosis) -> GroupView | None:
+    """The communicator shown under the verdict (the verdict's, else the divergence's): shown there only."""
+    div = divergence_finding(d)
+    group = d.verdict.group or (div.group if div is not None else None)
+    return next((g for g in d.groups if g.group == group), None)
+
+
+def _stack_table(d: Diagnosis) -> str:
+    """Where each class of ranks and processes stands, one row each, odd ones first (full stacks below)."""
+    lines = ["#### Where each rank and process stands", "", "| who | where it waits | |", "|---|---|---|"]
+    for c in d.stacks[:STACK_ROWS]:
+        who = _cell(stack_members(c, d.rank_labels))
+        where = f"`{_code(c.top[0])}`" if c.top else "-"
+        if len(c.top) > 1:
+            where += f" <- `{_code(c.top[1])}`"
+        if c.branch:
+            where += f" via `{_code(c.branch)}`"
+        lines.append(f"| {'**' + who + '**' if c.odd else who} | {where} | {_cell(c.what)}"
+                     f"{', odd one out' if c.odd else ''} |")
+    if len(d.stacks) > STACK_ROWS:
+        lines.append(f"| ... {len(d.stacks) - STACK_ROWS} more classes | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _stack(d: Diagnosis, c: StackClass) -> str:
+    head = f"**{_md(stack_members(c, d.rank_labels, None))}**: {_md(c.what)}, {_md(c.progress)}"
+    frames = [_line(f) for f in c.frames] or ["(no frames)"]
+    return "\n".join([head, "", "```text", *frames, "```", ""]) + "\n"
 
 
 def _divergence(d: Diagnosis, f: Finding) -> str:
@@ -206,11 +250,26 @@ def _finding(d: Diagnosis, index: int, f: Finding) -> str:
             lines.append(f"... {len(f.evidence) - FINDING_EVIDENCE} more lines")
         out += ["```text", *lines, "```", ""]
     if f.details:
-        text = json.dumps(json_ready(f.details), indent=1, ensure_ascii=False).replace("```", "'''")
-        if len(text) > DETAILS_CHARS:
-            text = text[:DETAILS_CHARS] + "\n... (cut)"
-        out += ["```json", text, "```", ""]
+        out += _details_json(f.details)
     return "\n".join(out) + "\n"
+
+
+def _details_json(details) -> list[str]:
+    """A finding's details as an indented JSON block; the largest keys are left out (and named) rather than the
+    block being cut mid-way."""
+    data = json_ready(details)
+    left: list[str] = []
+    while True:
+        text = json.dumps(data, indent=2, ensure_ascii=False).replace("```", "'''")
+        if len(text) <= DETAILS_CHARS or not data:
+            break
+        big = max(data, key=lambda k: len(json.dumps(data[k])))
+        left.append(big)
+        data = {k: v for k, v in data.items() if k != big}
+    out = ["```json", text, "```", ""]
+    if left:
+        out += [f"_Left out here: {_md(', '.join(sorted(left)))} (`--format json` has them)._", ""]
+    return out
 
 
 def _gpu(g: GpuSeries) -> str:

@@ -152,6 +152,10 @@ def test_bundle_directory() -> None:
     assert report["verdict"]["culprit_ranks"] == [0]
     lagging = finding(report, "lagging_rank")
     assert lagging["seq"] == 58 and sorted(lagging["waiting_ranks"]) == [1, 2, 3]
+    # every member's call, the culprit's last one too, as docs/report-json.md says
+    assert [(c["rank"], c["seq"], c["state"]) for c in lagging["calls"]] == [
+        (0, 57, "completed"), (1, 58, "started"), (2, 58, "started"), (3, 58, "started")]
+    assert report["ranks"][0] == {"rank": 0, "host": "trt-node-0", "pid": 90100, "title": "python3"}
 
 
 def test_bad_lines_become_notes_not_errors(tmp_path: Path) -> None:
@@ -159,7 +163,7 @@ def test_bad_lines_become_notes_not_errors(tmp_path: Path) -> None:
     (tmp_path / "collectives.jsonl").write_text("".join(src[:10]) + "{broken\n" + "".join(src[10:]))
     report = analyze_json(tmp_path)
     assert report["verdict"]["culprit_ranks"] == [0]
-    assert any("skipped 1 bad line(s): line 11" in n for n in report["notes"])
+    assert any("skipped 1 bad line: line 11" in n for n in report["notes"])
 
 
 # --- errors: one line, no traceback, non-zero exit ------------------------------------------------------------------

@@ -114,7 +114,7 @@ def test_later_line_for_same_call_replaces_earlier(tmp_path: Path) -> None:
     )
     b = jsonl.read([f])
     assert [(r["seq"], r["state"]) for r in rows(b)] == [(2, "issued"), (1, "completed")]
-    assert any("1 line(s) repeated" in n for n in b.notes)
+    assert any("1 line repeated" in n for n in b.notes)
 
 
 def test_bad_lines_skipped_with_line_numbers(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_bad_lines_skipped_with_line_numbers(tmp_path: Path) -> None:
     b = jsonl.read([f])
     assert len(rows(b)) == 2
     (note,) = b.notes
-    assert note.startswith(f"{f}: skipped 8 bad line(s): line 2 (not valid JSON), 3 (no rank), 4 (no group)")
+    assert note.startswith(f"{f}: skipped 8 bad lines: line 2 (not valid JSON), 3 (no rank), 4 (no group)")
     assert "5 (no op), 6 (" in note and note.endswith(", ...")
     assert "7 (" not in note  # only the first few are listed
 
@@ -145,7 +145,7 @@ def test_bad_line_inside_a_large_file_keeps_the_rest(tmp_path: Path) -> None:
     b = jsonl.read([write(tmp_path / "big.jsonl", *lines)])
     seqs = [r["seq"] for r in rows(b)]
     assert len(seqs) == 9999 and 6001 not in seqs and seqs[-1] == 10000
-    assert b.notes == [f"{tmp_path / 'big.jsonl'}: skipped 1 bad line(s): line 6001 (not valid JSON)"]
+    assert b.notes == [f"{tmp_path / 'big.jsonl'}: skipped 1 bad line: line 6001 (not valid JSON)"]
 
 
 def test_file_without_valid_lines_is_a_note_and_nothing_valid_is_an_error(tmp_path: Path) -> None:
@@ -153,7 +153,7 @@ def test_file_without_valid_lines_is_a_note_and_nothing_valid_is_an_error(tmp_pa
     bad = write(tmp_path / "bad.jsonl", {"hangdoc_trace": 1}, "oops")
     b = jsonl.read([good, bad])
     assert len(rows(b)) == 1
-    assert b.notes == [f"{bad}: no valid collective call in this file (1 bad line(s): line 2 (not valid JSON))"]
+    assert b.notes == [f"{bad}: no valid collective call in this file (1 bad line: line 2 (not valid JSON))"]
     with pytest.raises(InputError) as exc:
         jsonl.read([bad])
     assert str(exc.value).startswith(f"{bad}: no valid collective call") and "\n" not in str(exc.value)

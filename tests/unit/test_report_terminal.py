@@ -7,7 +7,7 @@ import re
 from rich.console import Console
 
 from hangdoc.report import render, render_text
-from hangdoc.report.terminal import MAX_GROUPS, MAX_ROWS
+from hangdoc.report.terminal import MAX_ROWS
 from hangdoc.report.terminal import render as terminal
 from report_cases import ODD_LABEL, PEER_LABEL, healthy, huge, seed001
 
@@ -48,18 +48,20 @@ def test_divergence_shows_ops_side_by_side_with_peers_in_one_column():
 
 def test_swap_symptoms_groups_notes_and_checks_are_shown():
     text = _text(seed001())
-    assert re.search(r"rank 6 \(DP 1, TP rank 2\)\s+dp:2\s+tp:1\s+17", text)
+    assert re.search(r"rank 6\s+dp:2\s+tp:1\s+17", text)
     symptoms = text.split("Symptoms")[1].split("Communicator")[0]
     assert _line_with(symptoms, "gpu_spin_wait x8", "ranks 0-7")
     assert _line_with(symptoms, "log_signature x3")
     assert symptoms.index("gpu_spin_wait") < symptoms.index("lagging_rank")  # most frequent first
     tp1 = text.split("Communicator tp:1")[1].split("Communicator")[0]
-    assert re.search(r"ranks 4, 5, 7\s+389\s+" + re.escape(PEER_LABEL) + r"\s+started\s+390\s+389", tp1)
-    assert re.search(r"rank 6 \(DP 1, TP rank 2\)\s+406\s+" + re.escape(ODD_LABEL) + r".*culprit", tp1)
+    # tables name ranks without their labels (the verdict panel and divergence table give those) so rows fit
+    assert re.search(r"ranks 4, 5, 7\s+389\s+" + re.escape(PEER_LABEL) + r"\s+started\s+389", tp1)
+    assert re.search(r"rank 6\s+406\s+" + re.escape(ODD_LABEL) + r".*culprit", tp1)
     tp0 = text.split("Communicator tp:0")[1].split("Communicator")[0]
-    assert re.search(r"rank 0 \(DP 0, TP rank 0\)\s+1122.*differs", tp0)
+    assert re.search(r"rank 0\s+1122.*differs", tp0)
     assert re.search(r"ranks 1-3\s+1123", tp0) and "differs" not in _line_with(tp0, "ranks 1-3")
-    assert text.index("Communicator tp:1") < text.index("Communicator dp:2") < text.index("Communicator dp:0")
+    assert text.index("Communicator tp:1") < text.index("Communicator dp:2") < text.index("Communicator tp:0")
+    assert "Communicators with every member at the same place" not in text  # no dp group is uniform here
     assert text.index("Notes") < text.index("Checked")
     assert "rank 3: no py-spy dump" in text and "compared per-family call counts" in text
 
@@ -68,16 +70,16 @@ def test_no_fault_found_shows_what_was_checked():
     text = _text(healthy())
     assert "no_fault_found" in text and "culprit" not in text
     assert "looked for lagging and missing ranks" in text
-    assert re.search(r"ranks 0-3\s+99\s+all_reduce SUM \[8\] float32\s+completed\s+100\s+100", text)
+    assert "tp:0, ranks 0-3: seq 99 all_reduce SUM [8] float32 (completed)" in text
 
 
 def test_1024_ranks_collapse_and_stay_short():
     text = _text(huge())
     assert re.search(r"ranks 0-511, 513-1023\s+2000\s+barrier", text)
-    assert re.search(r"rank 512 \(DP 64, TP rank 0\)\s+1999.*culprit", text)
+    assert re.search(r"rank 512\s+1999.*culprit", text)
     assert _line_with(text, "lagging_rank x1023", "ranks 0-511, 513-1023")
     assert f"... {128 - MAX_ROWS} more rows ({128 - MAX_ROWS} ranks)" in text
-    assert f"... {137 - MAX_GROUPS} more communicators not shown" in text
+    assert re.search(r"\.\.\. \d+ more communicators not shown", text)
     assert "... 2990 more" in text  # evidence capped
     assert _line_with(text, "ranks 513-519", "rank 512 (DP 64, TP rank 0)")
     assert len(text.splitlines()) < 250

@@ -43,7 +43,7 @@ def test_seed001_spin_wait_all_gpus_busy_sm_and_no_memory_bandwidth() -> None:
                py_frames=frames)
     (spin,) = gpu.gpu_findings(b.table)
     assert spin.kind == GPU_SPIN_WAIT and spin.ranks == tuple(range(8)) and spin.role == "cause"
-    assert "GPUs 0-7 (ranks 0-7): SM >= 90 % with memory bandwidth <= 5 % in all 3 sample(s)" in spin.summary
+    assert "GPUs 0-7 (ranks 0-7): SM >= 90 % with memory bandwidth <= 5 % in all 3 samples" in spin.summary
     assert "ranks 0-7 are in all_reduce" in spin.summary and spin.details["memory_bandwidth_known"]
 
 
@@ -99,4 +99,4 @@ def test_xid_and_ecc_errors_name_the_gpu_and_its_rank() -> None:
     fault = found[gpu.GPU_FAULT]
     assert fault.ranks == (1,) and fault.role == "cause"
     assert "GPU 1 (rank 1) reported hardware or driver errors: GPU 1: Xid 79 (the GPU has fallen off the bus)" in fault.summary
-    assert "GPU 1: 2 uncorrected ECC error(s)" in fault.evidence
+    assert "GPU 1: 2 uncorrected ECC errors" in fault.evidence

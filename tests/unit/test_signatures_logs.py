@@ -40,7 +40,7 @@ def test_kv_leak_counts_distinct_stranded_requests_lease_and_siblings() -> None:
     assert kv.kind == KV_TRANSFER_STRANDED and kv.role == "cause" and kv.count == 15
     assert kv.details["expired_requests"] == 14 and kv.details["unrecognized_requests"] == 1
     assert kv.details["lease_seconds"] == 480 and kv.details["sibling_parents"] == 2
-    assert kv.summary.startswith("KV transfer leak, not a collective hang: 14 prefill request(s)")
+    assert kv.summary.startswith("KV transfer leak, not a collective hang: 14 prefill requests")
     assert "after 480 s" in kv.summary and "peaked at 99.7 %" in kv.summary
     shm = [f for f in found if f.kind == LOG_SIGNATURE]
     assert [f.role for f in shm] == ["symptom"]
