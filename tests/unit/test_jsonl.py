@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -197,23 +196,6 @@ def test_many_ranks_in_one_file_and_a_header_per_rank(tmp_path: Path) -> None:
     ]
     assert group_members(b.table("collectives")) == {(0, "tp:0"): (0, 1), (1, "tp:0"): (0, 1), (2, "tp:0"): (2, 3)}
     assert b.notes == [f"{f}: trace header version 2, read as version 1"]
-
-
-def test_import_speed(tmp_path: Path) -> None:
-    """Guards against accidental per-line slowness (the bound is far below what it does on a quiet core)."""
-    n = 40_000
-    f = tmp_path / "big.jsonl"
-    with f.open("w") as fh:
-        fh.write(json.dumps({"hangdoc_trace": 1, "rank": 3, "host": "h", "groups": {"tp:0": [0, 1, 2, 3]}}) + "\n")
-        for i in range(1, n + 1):
-            fh.write(json.dumps({"group": "tp:0", "seq": i, "op": "all_reduce", "reduce_op": "SUM",
-                                 "dtype": "bfloat16", "shape": [i % 977, 3072], "state": "completed",
-                                 "t": 1767225600 + i / 100}) + "\n")  # fmt: skip
-    start = time.perf_counter()
-    b = jsonl.read([f])
-    elapsed = time.perf_counter() - start
-    assert b.rows("collectives") == n
-    assert n / elapsed > 15_000, f"{n / elapsed:.0f} lines/s"
 
 
 # --- name normalisation ----------------------------------------------------------------------------------------
