@@ -9,7 +9,8 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from hangdoc.analysis.pipeline import PASSES, Context, run_passes
+from hangdoc.analysis.pipeline import Context, diagnose, run_passes
+from hangdoc.bundle import Bundle
 from hangdoc.importers import load_inputs
 from hangdoc.schema import TABLES, table_from_rows
 
@@ -89,11 +90,23 @@ def failures(tables: dict[str, pa.Table]) -> list[tuple[str, str]]:
     return failed
 
 
+def diagnosis_error(tables: dict[str, pa.Table]) -> str | None:
+    """What stops a whole diagnosis (the passes and the pieces around them) on these tables, if anything."""
+    b = Bundle()
+    for name, t in tables.items():
+        b.add(name, t)
+    try:
+        diagnose(b)
+    except Exception as exc:  # reported with the variant that caused it
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_every_pass_runs_on_the_unaltered_inputs(scenario: str, tmp_path: Path) -> None:
     tables = SCENARIOS[scenario](tmp_path)
     _, failed = run_passes(Context(tables=tables))
-    assert failed == []
+    assert failed == [] and diagnosis_error(tables) is None
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
@@ -109,6 +122,9 @@ def test_no_pass_raises_on_null_fields(scenario: str, tmp_path: Path) -> None:
         variants += [(f"{c} null in every row", [c], 1) for c in columns]
         variants += [("all columns null in every other row", columns, 2), ("all columns null", columns, 1)]
         for what, cols, every in variants:
-            for pass_name, err in failures({**tables, name: with_nulls(table, cols, every)}):
+            nulled = {**tables, name: with_nulls(table, cols, every)}
+            for pass_name, err in failures(nulled):
                 crashes.append(f"{name}: {what}: {pass_name} raised {err}")
+            if len(cols) > 1 and (err := diagnosis_error(nulled)):
+                crashes.append(f"{name}: {what}: diagnose raised {err}")
     assert not crashes, "\n".join(crashes[:20])
