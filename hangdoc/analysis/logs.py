@@ -139,7 +139,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
     if waiting:
         ops = sorted({normalize_op(op) for _, op in seqs if op} | {views[r].placement.op for r in in_coll if views[r].placement.op})
         op_text = f" in {', '.join(ops)}" if ops else " in a collective"
-        seq_text = f" (c10d SeqNum {', '.join(str(s) for s, _ in seqs)})" if seqs else ""
+        seq_text = f" (c10d SeqNum {', '.join(str(s) for s in sorted({s for s, _ in seqs}))})" if seqs else ""
         summary += (f" and went on without it; {ranks_text(waiting)} wait{op_text}{seq_text} that "
                     f"{'it' if len(oom_ranks) == 1 else 'they'} never issued")
     elif known_ranks - set(oom_ranks):
@@ -156,7 +156,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
         op = normalize_op(next(o for _, o in seqs if o))
     return [Finding(kind=OOM, ranks=tuple(oom_ranks), summary=summary, evidence=tuple(evidence),
                     waiting_ranks=tuple(waiting), op=None, expected_op=op, count=len(ooms),
-                    seq=int(seqs[0][0]) if len(seqs) == 1 else None,
+                    seq=seqs[0][0] if len({s for s, _ in seqs}) == 1 else None,
                     details={"oom_lines": len(ooms), "waiting_ranks": waiting,
                              "confidence": "high" if waiting and oom_ranks else "medium"})]
 

@@ -80,6 +80,7 @@ def test_the_trtllm_logs_that_crashed_the_log_pass_get_a_verdict(tmp_path):
     d = diagnose(load_inputs(sorted(tmp_path.iterdir())))
     assert not [n for n in d.notes if "failed" in n]
     assert d.verdict.kind not in (NO_FAULT_FOUND, ANALYSIS_INCOMPLETE) and d.verdict.culprit_ranks == (0,)
+    assert d.verdict.summary.count("1132079") == 1
 
 
 def test_diagnosis_carries_version_inputs_notes():
