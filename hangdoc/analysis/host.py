@@ -4,9 +4,9 @@ From /proc samples a main thread is spinning (state R, no wait channel, CPU time
 polling a GPU kernel that never ends), blocked (futex, epoll: waiting on another thread or a socket), in D state
 (stuck in the kernel), stopped, or a zombie. A rank whose main thread is stopped in every sample (SIGSTOP, a
 debugger) while its peers run is the cause of their wait (`rank_stopped`). From the process tree, stacks and logs:
-a rank that exited while its peers still wait (`rank_exited`), workers that outlived their launcher (`orphaned_process`) and ranks blocked in
-communicator teardown (`stuck_in_teardown`: ncclCommDestroy is itself collective, so survivors of an
-uncoordinated shutdown wait there forever for the rank that already left).
+a rank that exited while its peers still wait (`rank_exited`), workers that outlived their launcher
+(`orphaned_process`) and ranks blocked in communicator teardown (`stuck_in_teardown`: ncclCommDestroy is itself
+collective, so survivors of an uncoordinated shutdown wait there forever for the rank that already left).
 """
 from __future__ import annotations
 
