@@ -167,7 +167,8 @@ def _wait(cond, what: str, timeout: float, job: subprocess.Popen, log: Path) -> 
         if job.poll() is not None:
             pytest.fail(f"vLLM exited ({job.returncode}) before {what}:\n{log.read_text(errors='replace')[-4000:]}")
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n{log.read_text(errors='replace')[-4000:]}")
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}:\n"
+                        f"{log.read_text(errors='replace')[-4000:]}")
         time.sleep(0.5)
 
 
@@ -186,8 +187,9 @@ def _by_title(job: subprocess.Popen) -> dict[str, psutil.Process]:
 
 def _capture_and_analyze(tmp_path: Path, name: str, job: subprocess.Popen, log: Path) -> dict:
     bundle = tmp_path / name
-    cap = subprocess.run([hangdoc_exe(), "capture", "--output", str(bundle), "--tree", str(job.pid), "--logs", str(log)],
-                         cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=TIMEOUT_S)
+    cap = subprocess.run([hangdoc_exe(), "capture", "--output", str(bundle), "--tree", str(job.pid),
+                          "--logs", str(log)], cwd=tmp_path, env=env(), capture_output=True, text=True,
+                         timeout=TIMEOUT_S)
     assert cap.returncode == 0, cap.stdout[-2000:] + cap.stderr[-3000:]
     out = subprocess.run([hangdoc_exe(), "analyze", str(bundle), "--format", "json"], cwd=tmp_path, env=env(),
                          capture_output=True, text=True, timeout=TIMEOUT_S)
@@ -199,14 +201,16 @@ def _capture_and_analyze(tmp_path: Path, name: str, job: subprocess.Popen, log: 
 def test_vllm_worker_stopped_then_killed_mid_generation_is_the_culprit(tmp_path: Path) -> None:
     """A TP=2 engine generating in a loop. (a) Worker TP1 is SIGSTOPped: rank 0 spins in its all-reduce, and the
     verdict names rank 1 with its pid and title, before and after vLLM logs its shm_broadcast timeout (shortened
-    to 5 s here; a symptom). (b) With the engine core stopped too (so that it cannot notice and shut the workers
-    down), worker TP1 is SIGKILLed: the verdict is that rank 1 exited while rank 0 waits."""
+    to 5 s here; a symptom; vLLM's own 300 s step timeout is lifted so that a slow machine does not end the hang
+    first). (b) With the engine core stopped too (so that it cannot notice and shut the workers down), worker TP1
+    is SIGKILLed: the verdict is that rank 1 exited while rank 0 waits."""
     model = tiny_model(tmp_path)
     (tmp_path / "loop.py").write_text(LOOP)
     log = tmp_path / "vllm.log"
     with open(log, "w") as out:
         job = subprocess.Popen([VLLM_PYTHON, "loop.py", str(model), str(VLLM_START_S + 300)], cwd=tmp_path,
-                               env=env(VLLM_RINGBUFFER_WARNING_INTERVAL="5", **VLLM_ENV), stdout=out,
+                               env=env(VLLM_RINGBUFFER_WARNING_INTERVAL="5", VLLM_EXECUTE_MODEL_TIMEOUT_SECONDS="3600",
+                                       **VLLM_ENV), stdout=out,
                                stderr=subprocess.STDOUT, start_new_session=True)
     try:
         _wait(lambda: "GENERATED" in log.read_text(errors="replace"), "the first generation", VLLM_START_S, job, log)

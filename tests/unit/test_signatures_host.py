@@ -141,7 +141,8 @@ def test_a_main_thread_gone_mid_capture_is_an_exited_rank() -> None:
 
 
 # --- a stopped, exited or D-state rank outranks every symptom ---------------------------------------------------
-CPU_SHM_ALL_REDUCE = [("_CPUSHMDistributed.all_reduce", "vllm/distributed/device_communicators/cpu_communicator.py", False),
+CPU_SHM_ALL_REDUCE = [("_CPUSHMDistributed.all_reduce", "vllm/distributed/device_communicators/cpu_communicator.py",
+                       False),
                       ("GroupCoordinator.all_reduce", "vllm/distributed/parallel_state.py", False),
                       ("forward", "vllm/model_executor/models/llama.py", False),
                       ("worker_busy_loop", "vllm/v1/executor/multiproc_executor.py", False)]
