@@ -2,10 +2,11 @@
 
 From /proc samples a main thread is spinning (state R, no wait channel, CPU time growing: a host thread busy-
 polling a GPU kernel that never ends), blocked (futex, epoll: waiting on another thread or a socket), in D state
-(stuck in the kernel), stopped, or a zombie. From the process tree, stacks and logs: a rank that exited while its
-peers still wait (`rank_exited`), workers that outlived their launcher (`orphaned_process`) and ranks blocked in
-communicator teardown (`stuck_in_teardown`: ncclCommDestroy is itself collective, so survivors of an
-uncoordinated shutdown wait there forever for the rank that already left).
+(stuck in the kernel), stopped, or a zombie. A rank whose main thread is stopped in every sample (SIGSTOP, a
+debugger) while its peers run is the cause of their wait (`rank_stopped`). From the process tree, stacks and logs:
+a rank that exited while its peers still wait (`rank_exited`), workers that outlived their launcher
+(`orphaned_process`) and ranks blocked in communicator teardown (`stuck_in_teardown`: ncclCommDestroy is itself
+collective, so survivors of an uncoordinated shutdown wait there forever for the rank that already left).
 """
 from __future__ import annotations
 
@@ -16,12 +17,13 @@ from typing import Any, Callable, Iterable
 import pyarrow as pa
 
 from hangdoc.analysis import stacks
-from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN, Finding
+from hangdoc.analysis.model import (
+    ORPHANED_PROCESS, RANK_EXITED, RANK_STOPPED, STUCK_IN_KERNEL, STUCK_IN_TEARDOWN, Finding,
+)
 from hangdoc.analysis.procs import Proc, Processes, gib, ranks_text, rows, shared
 from hangdoc.analysis.text import clip, verb
 
 THREAD_STATES = "thread_states"
-STUCK_IN_KERNEL = "stuck_in_kernel"
 
 SPINNING, RUNNING, BLOCKED, SLEEPING, D_STATE, STOPPED, ZOMBIE, ACTIVE, GONE = (
     "spinning", "running", "blocked", "sleeping", "d_state", "stopped", "zombie", "active", "gone",
@@ -184,6 +186,53 @@ def _state_findings(procs: Processes, states: dict[tuple[Any, int], tuple[Thread
     return findings
 
 
+_STOP_TEXT = {"T": "is stopped: SIGSTOP or a debugger", "t": "is stopped by a debugger (traced)"}
+
+
+def _name(p: Proc) -> str:
+    """'rank 1, pid 7935, VLLM::Worker_TP1': the rank, pid and framework title people look for in `ps`."""
+    title = (p.title or "").split()[0] if p.title else ""
+    parts = [f"rank {p.rank}" if p.rank is not None else "process", f"pid {p.pid}"]
+    return ", ".join(parts + ([title] if title and "/" not in title else []))
+
+
+def _stopped(procs: Processes, samples: list[dict[str, Any]],
+             states: dict[tuple[Any, int], tuple[ThreadState, Counter]],
+             views: list[stacks.RankView]) -> list[Finding]:
+    """rank_stopped: a rank's main thread stopped (state T/t) in every sample. A stopped process cannot post its
+    next collective, so peers that still run wait for it; whatever they log next (timeouts) is a symptom."""
+    stopped = {p: st for (host, pid), (st, _) in states.items()
+               if st.kind == STOPPED and (p := procs.find(host, pid)) is not None and p.rank is not None}
+    if not stopped:
+        return []
+    letter = {(r.get("host"), r.get("pid")): str(r.get("state") or "T")[:1] for r in samples
+              if r.get("pid") is not None and r.get("tid") == r.get("pid")}
+    by_rank = {v.rank: v for v in views if v.rank is not None}
+    ranks = sorted({p.rank for p in stopped if p.rank is not None})
+    peers = sorted({p.rank for p in procs.all() if p.live and p.rank is not None and p.rank not in ranks})
+    heads = [f"{_name(p)}, {_STOP_TEXT.get(letter.get((p.host, p.pid), 'T'), _STOP_TEXT['T'])}"
+             for p in sorted(stopped, key=lambda p: (p.rank, p.pid))]
+    waiting = [r for r in peers if r in by_rank and by_rank[r].placement.category == stacks.COLLECTIVE]
+    spinning = [r for r in peers if any(st.kind == SPINNING for (h, pid), (st, _) in states.items()
+                                        if procs.rank_of(h, pid) == r)]
+    if not peers:
+        summary = f"{'; '.join(heads)}; no other rank is running: the whole job is suspended, not hung"
+    elif waiting:
+        where = by_rank[waiting[0]].placement.where
+        summary = (f"{'; '.join(heads)}; {ranks_text(waiting)} {'waits' if len(waiting) == 1 else 'wait'} for it "
+                   f"in {where}" + (" (spinning)" if set(waiting) & set(spinning) else ""))
+    else:
+        summary = f"{'; '.join(heads)}; {ranks_text(peers)} still {'runs' if len(peers) == 1 else 'run'}"
+    evidence = [f"{p.label()} main thread: {st.text()}" + (" (t: traced)" if letter.get((p.host, p.pid)) == "t" else "")
+                for p, st in sorted(stopped.items(), key=lambda kv: (kv[0].rank, kv[0].pid))]
+    evidence += [f"{by_rank[r].label}: in {by_rank[r].placement.category}: {by_rank[r].placement.where}"
+                 for r in peers if r in by_rank]
+    return [Finding(kind=RANK_STOPPED, ranks=tuple(ranks), summary=summary, evidence=tuple(evidence),
+                    waiting_ranks=tuple(peers),
+                    details={"pids": sorted(p.pid for p in stopped),
+                             "confidence": "high" if waiting or spinning else "medium" if peers else "low"})]
+
+
 def _exit_lines(events: list[dict[str, Any]], signatures: set[str]) -> dict[int, list[dict[str, Any]]]:
     out: dict[int, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
@@ -342,7 +391,9 @@ def host_findings(table: Callable[[str], pa.Table], procs: Processes | None = No
     procs = procs if procs is not None else Processes(table)
     views = views if views is not None else rank_views(table, procs)
     events = rows(table("log_events"))
-    findings = _state_findings(procs, thread_states(rows(table("thread_samples"))))
+    samples = rows(table("thread_samples"))
+    states = thread_states(samples)
+    findings = _state_findings(procs, states) + _stopped(procs, samples, states, views)
     exit_findings, exited = _exits(procs, views, events, _signature_ids(EXIT_SIGNATURES_KIND))
     findings += exit_findings
     findings += _teardown(procs, views, exited, rows(table("gpu_samples")), rows(table("gpu_processes")))

@@ -60,8 +60,8 @@ def _kv(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> list[Findin
     exp_ids: dict[str, dict[str, str]] = {}
     for e in expired:
         f = _fields(sigs.get(KV_EXPIRED), e["text"])
-        exp_ids.setdefault(f.get("request", e["text"]), f)
-    unk_ids = {(_fields(sigs.get(KV_UNRECOGNIZED), e["text"]).get("request") or e["text"]) for e in unknown}
+        exp_ids.setdefault(f.get("request") or e.get("text") or "", f)
+    unk_ids = {(_fields(sigs.get(KV_UNRECOGNIZED), e["text"]).get("request") or e.get("text") or "") for e in unknown}
     leases = Counter(int(f["seconds"]) for f in exp_ids.values() if f.get("seconds"))
     lease = leases.most_common(1)[0][0] if leases else None
     never_pulled = sum(1 for f in exp_ids.values() if f.get("consumers") == "0")
@@ -137,11 +137,12 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
     around = " ".join([sample.get("text") or ""] + list(sample.get("context") or []))
     phase = " in warm-up" if re.search(r"warm-?up|warming up", around, re.I) else ""
     summary = f"{who} ran out of GPU memory{phase} ({what})"
-    seqs = sorted({(f.get("seq"), f.get("op")) for r in waiting for _, f in waits.get(r, []) if f.get("seq")})
+    seqs = sorted({(int(f["seq"]), f.get("op")) for r in waiting for _, f in waits.get(r, []) if f.get("seq")},
+                  key=lambda so: (so[0], so[1] or ""))  # a PG status line gives a SeqNum without an op
     if waiting:
         ops = sorted({normalize_op(op) for _, op in seqs if op} | {views[r].placement.op for r in in_coll if views[r].placement.op})
         op_text = f" in {', '.join(ops)}" if ops else " in a collective"
-        seq_text = f" (c10d SeqNum {', '.join(str(s) for s, _ in seqs)})" if seqs else ""
+        seq_text = f" (c10d SeqNum {', '.join(str(s) for s in sorted({s for s, _ in seqs}))})" if seqs else ""
         summary += (f" and went on without it; {ranks_text(waiting)} wait{op_text}{seq_text} that "
                     f"{'it' if len(oom_ranks) == 1 else 'they'} never issued")
     elif known_ranks - set(oom_ranks):
@@ -158,7 +159,7 @@ def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[i
         op = normalize_op(next(o for _, o in seqs if o))
     return [Finding(kind=OOM, ranks=tuple(oom_ranks), summary=summary, evidence=tuple(evidence),
                     waiting_ranks=tuple(waiting), op=None, expected_op=op, count=len(ooms),
-                    seq=int(seqs[0][0]) if len(seqs) == 1 else None,
+                    seq=seqs[0][0] if len({s for s, _ in seqs}) == 1 else None,
                     details={"oom_lines": len(ooms), "waiting_ranks": waiting,
                              "confidence": "high" if waiting and oom_ranks else "medium"})]
 

@@ -15,12 +15,15 @@ CALL_COUNT_SWAP = "call_count_swap"
 ORDER_INVERSION = "order_inversion"
 GPU_SPIN_WAIT = "gpu_spin_wait"
 RANK_EXITED = "rank_exited"
+RANK_STOPPED = "rank_stopped"  # a rank's process stopped (SIGSTOP, a debugger) while its peers run
 ORPHANED_PROCESS = "orphaned_process"
 STUCK_IN_TEARDOWN = "stuck_in_teardown"
+STUCK_IN_KERNEL = "stuck_in_kernel"  # a rank's main thread in uninterruptible sleep (D) in every sample
 OOM = "oom"
 KV_TRANSFER_STRANDED = "kv_transfer_stranded"
 LOG_SIGNATURE = "log_signature"
 NO_FAULT_FOUND = "no_fault_found"
+ANALYSIS_INCOMPLETE = "analysis_incomplete"  # a pass crashed: the verdict stands on the others, at low confidence
 STACK_DIVERGENCE = "stack_divergence"
 WAIT_CHAIN = "wait_chain"  # symptom: stuck ranks waiting, directly or through others, on a root cause
 

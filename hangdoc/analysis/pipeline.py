@@ -19,6 +19,7 @@ from hangdoc import __version__
 from hangdoc.analysis import verdict as verdict_mod
 from hangdoc.analysis.align import mismatch_pass
 from hangdoc.analysis.model import (
+    ANALYSIS_INCOMPLETE,
     NO_FAULT_FOUND,
     AlignmentWindow,
     Diagnosis,
@@ -111,36 +112,37 @@ def _world_size(processes: pa.Table) -> int:
     return int(v) if v else 0
 
 
-def run_passes(ctx: Context, passes: list[Pass] | None = None) -> tuple[Context, list[str]]:
-    """Run passes in order; a pass that crashes becomes a note (the rest of the diagnosis still stands)."""
-    notes: list[str] = []
+def run_passes(ctx: Context, passes: list[Pass] | None = None) -> tuple[Context, list[tuple[str, str]]]:
+    """Run passes in order; a pass that crashes is returned as (name, error) and the rest still run."""
+    failed: list[tuple[str, str]] = []
     for p in PASSES if passes is None else passes:
         try:
             found = p(ctx)
         except Exception as exc:  # a bug in one pass must not hide what the others found
-            notes.append(f"analysis pass {getattr(p, '__name__', p)} failed: {type(exc).__name__}: {exc}")
+            failed.append((getattr(p, "__name__", str(p)), f"{type(exc).__name__}: {exc}"))
             continue
         ctx = ctx.with_findings(list(found))
-    return ctx, notes
+    return ctx, failed
 
 
 def diagnose(bundle: Bundle) -> Diagnosis:
     ctx = Context(tables=dict(bundle.tables), fetch=lambda cols, rows: bundle.take("collectives", cols, rows))
-    ctx, failures = run_passes(ctx)
+    ctx, failed = run_passes(ctx)
     view = ctx.collectives
     graph = view.waits if view is not None else None
     findings = list(ctx.findings)
     checked = _checked(ctx, view)
     verdict = verdict_mod.select(findings, graph)
-    if verdict is None:
-        nff = no_fault_found(view)
-        findings.append(nff)
-        verdict = Verdict(kind=NO_FAULT_FOUND, culprit_ranks=(), group=None, summary=nff.summary,
-                          reason="no pass found an inconsistency", confidence="low" if failures else "medium")
-    elif failures:
-        verdict = replace(verdict, confidence="low")
     ranked = verdict_mod.rank_findings(findings, graph)
-    ranked += [f for f in findings if f.kind == NO_FAULT_FOUND]
+    if failed:
+        incomplete = analysis_incomplete(failed)
+        verdict = verdict_mod.incomplete(verdict, incomplete)
+        ranked = [incomplete] + ranked if verdict.kind == ANALYSIS_INCOMPLETE else ranked + [incomplete]
+    elif verdict is None:
+        nff = no_fault_found(view)
+        verdict = Verdict(kind=NO_FAULT_FOUND, culprit_ranks=(), group=None, summary=nff.summary,
+                          reason="no pass found an inconsistency", confidence="medium")
+        ranked.append(nff)
     procs = context_views(ctx)[0] if has_process_data(ctx) else None  # traces alone: no Processes to build
     labels = {**(process_labels(procs) if procs is not None else {}), **(view.labels if view is not None else {})}
     return Diagnosis(
@@ -150,7 +152,8 @@ def diagnose(bundle: Bundle) -> Diagnosis:
         findings=tuple(ranked),
         groups=group_views(view),
         checked=checked,
-        notes=fold_notes(list(bundle.notes) + failures + list(_view_notes(view))),
+        notes=fold_notes(list(bundle.notes) + [f"analysis pass {name} failed: {err}" for name, err in failed]
+                         + list(_view_notes(view))),
         rank_labels=labels,
         alignment=alignment_windows(view, verdict),
         wait_for=wait_edges(view),
@@ -162,6 +165,18 @@ def diagnose(bundle: Bundle) -> Diagnosis:
 
 
 # --- pieces of the Diagnosis ---------------------------------------------------------------------
+
+def analysis_incomplete(failed: list[tuple[str, str]]) -> Finding:
+    """The passes that crashed, as a finding: what they would have read was not analysed, so the verdict
+    cannot claim a healthy job."""
+    names = [name for name, _ in failed]
+    summary = (f"analysis incomplete: the {', '.join(names)} {'pass' if len(names) == 1 else 'passes'} failed "
+               f"({', '.join(sorted({err.split(':', 1)[0] for _, err in failed}))}), so what "
+               f"{'it' if len(names) == 1 else 'they'} would have found is missing; the error is in the notes: "
+               f"report it with this input to get a full diagnosis")
+    return Finding(kind=ANALYSIS_INCOMPLETE, ranks=(), summary=summary,
+                   evidence=tuple(f"{name}: {err}" for name, err in failed), details={"failed_passes": names})
+
 
 def no_fault_found(view: CollectiveView | None) -> Finding:
     """What was compared, so 'nothing found' is a statement about evidence, not an absence of it."""

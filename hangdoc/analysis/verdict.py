@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 KIND_PRIORITY: dict[str, int] = {
     m.COLLECTIVE_MISMATCH: 100,
     m.ORDER_INVERSION: 95,
+    m.RANK_STOPPED: 92,
     m.RANK_EXITED: 90,
+    m.STUCK_IN_KERNEL: 88,
     m.STUCK_IN_TEARDOWN: 85,
     m.OOM: 80,
     m.MISSING_RANK: 75,
@@ -34,6 +36,7 @@ KIND_PRIORITY: dict[str, int] = {
     m.GPU_SPIN_WAIT: 20,
     m.WAIT_CHAIN: 10,
     m.NO_FAULT_FOUND: 0,
+    m.ANALYSIS_INCOMPLETE: 0,
 }
 DEFAULT_PRIORITY = 40
 
@@ -161,3 +164,20 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         reason="; ".join(reason) or "the only finding",
         confidence=confidence,
     )
+
+
+def incomplete(verdict: Verdict | None, failed: Finding) -> Verdict:
+    """The verdict when a pass crashed: what the others found, at low confidence and saying which pass is
+    missing; with nothing found, `analysis_incomplete` (never no_fault_found: the failed pass may hold the fault)."""
+    if verdict is None:
+        return Verdict(kind=m.ANALYSIS_INCOMPLETE, culprit_ranks=(), group=None, summary=failed.summary,
+                       reason="the passes that ran found no fault, but that is no evidence of a healthy job "
+                              "while one did not run to the end", confidence="low")
+    names = list(failed.details.get("failed_passes", ()))
+    which = f"the {', '.join(names)} {'pass' if len(names) == 1 else 'passes'} failed"
+    return Verdict(kind=verdict.kind, culprit_ranks=verdict.culprit_ranks, group=verdict.group,
+                   summary=f"{verdict.summary}; analysis incomplete: {which}",
+                   reason="; ".join(x for x in (verdict.reason, f"confidence is low because {which} and what "
+                                                f"{'it' if len(names) == 1 else 'they'} would have found is missing")
+                                    if x),
+                   confidence="low")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from collrows import bundle, call, history, seed001_rows
 from hangdoc import __version__
 from hangdoc.analysis import pipeline
-from hangdoc.analysis.model import NO_FAULT_FOUND, Finding
+from hangdoc.analysis.model import ANALYSIS_INCOMPLETE, NO_FAULT_FOUND, Finding
 from hangdoc.analysis.pipeline import PASSES, Context, diagnose
 from hangdoc.bundle import Bundle
 from hangdoc.schema import TABLES
@@ -45,9 +45,42 @@ def test_a_crashing_pass_becomes_a_note_and_lowers_confidence(monkeypatch):
 
     monkeypatch.setattr(pipeline, "PASSES", [broken] + PASSES)
     d = diagnose(bundle(seed001_rows()))
-    assert d.verdict.culprit_ranks == (6,)
+    assert d.verdict.kind == "collective_mismatch" and d.verdict.culprit_ranks == (6,)
     assert d.verdict.confidence == "low"
+    assert d.verdict.summary.endswith("; analysis incomplete: the broken pass failed")
+    assert "confidence is low because the broken pass failed" in d.verdict.reason
     assert any("broken failed: RuntimeError: boom" in n for n in d.notes)
+    incomplete = d.findings[-1]
+    assert incomplete.kind == ANALYSIS_INCOMPLETE and incomplete.details["failed_passes"] == ["broken"]
+    assert incomplete.evidence == ("broken: RuntimeError: boom",)
+
+
+def test_a_crashing_pass_with_nothing_else_found_is_analysis_incomplete_not_no_fault_found(monkeypatch):
+    def broken(ctx: Context) -> list[Finding]:
+        raise TypeError("'<' not supported between instances of 'NoneType' and 'str'")
+
+    healthy = bundle(history(0, "tp:0", 3, ranks=[0, 1]) + history(1, "tp:0", 3, ranks=[0, 1]))
+    assert diagnose(healthy).verdict.kind == NO_FAULT_FOUND
+    monkeypatch.setattr(pipeline, "PASSES", PASSES + [broken])
+    d = diagnose(healthy)
+    assert d.verdict.kind == ANALYSIS_INCOMPLETE and d.verdict.culprit_ranks == () and d.verdict.confidence == "low"
+    assert d.verdict.summary.startswith("analysis incomplete: the broken pass failed (TypeError)")
+    assert [f.kind for f in d.findings] == [ANALYSIS_INCOMPLETE]
+
+
+def test_the_trtllm_logs_that_crashed_the_log_pass_get_a_verdict(tmp_path):
+    """Rank 0 skipped warm-up after an OOM; ranks 1-3 timed out, rank 3 with a PG status line as well (a SeqNum
+    without an op next to one with it, which once made the log pass raise and the verdict no_fault_found)."""
+    from test_analysis_fuzz import TRTLLM_LOGS
+
+    from hangdoc.importers import load_inputs
+
+    for name, text in TRTLLM_LOGS.items():
+        (tmp_path / name).write_text(text)
+    d = diagnose(load_inputs(sorted(tmp_path.iterdir())))
+    assert not [n for n in d.notes if "failed" in n]
+    assert d.verdict.kind not in (NO_FAULT_FOUND, ANALYSIS_INCOMPLETE) and d.verdict.culprit_ranks == (0,)
+    assert d.verdict.summary.count("1132079") == 1
 
 
 def test_diagnosis_carries_version_inputs_notes():

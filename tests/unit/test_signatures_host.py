@@ -4,7 +4,8 @@ from __future__ import annotations
 from typing import Any
 
 from hangdoc.analysis import host
-from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN
+from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, RANK_STOPPED, STUCK_IN_TEARDOWN
+from hangdoc.analysis.pipeline import diagnose
 from hangdoc.bundle import Bundle
 from hangdoc.schema import table_from_rows
 
@@ -137,3 +138,72 @@ def test_a_main_thread_gone_mid_capture_is_an_exited_rank() -> None:
     found = {f.kind: f for f in host.host_findings(bundle(processes=procs(2), thread_samples=rows).table)}
     assert found[RANK_EXITED].ranks == (1,) and found[RANK_EXITED].waiting_ranks == (0,)
     assert "rank 1 (pid 101): process gone" in found[RANK_EXITED].evidence
+
+
+# --- a stopped, exited or D-state rank outranks every symptom ---------------------------------------------------
+CPU_SHM_ALL_REDUCE = [("_CPUSHMDistributed.all_reduce", "vllm/distributed/device_communicators/cpu_communicator.py",
+                       False),
+                      ("GroupCoordinator.all_reduce", "vllm/distributed/parallel_state.py", False),
+                      ("forward", "vllm/model_executor/models/llama.py", False),
+                      ("worker_busy_loop", "vllm/v1/executor/multiproc_executor.py", False)]
+SIGNAL_STOP = [("wait", "threading.py", False), ("worker_busy_loop", "vllm/v1/executor/multiproc_executor.py", False)]
+SHM_TIMEOUT = {"host": "n1", "file": "serve.log", "line_no": 80, "pid": 90, "rank": None,
+               "signature": "vllm_shm_broadcast_timeout", "severity": "warning",
+               "text": "(EngineCore pid=90) INFO 12-04 16:40:01 [shm_broadcast.py:749] No available shared memory "
+                       "broadcast block found in 60 seconds. This typically happens when some processes are hanging "
+                       "or doing some time-consuming work (e.g. compilation, weight/kv cache quantization)."}
+
+
+def vllm_tp2(rank1_states: str, wchan: str = "do_signal_stop", rank1_status: str = "stopped") -> Bundle:
+    """A vLLM TP=2 engine on CPU: rank 0 spins in the shared-memory all-reduce, rank 1 in `rank1_states`."""
+    p = [{"host": "n1", "pid": 100 + r, "ppid": 90, "title": f"VLLM::Worker_TP{r}", "status": s, "role": "worker"}
+         for r, s in ((0, "running"), (1, rank1_status))]
+    p.append({"host": "n1", "pid": 90, "ppid": 80, "title": "VLLM::EngineCore", "status": "sleeping", "role": "engine"})
+    rows = samples(100, 100, "RRR", cpu_per_sample=0.5) + samples(101, 101, rank1_states, wchan=wchan)
+    frames = stack(100, CPU_SHM_ALL_REDUCE) + stack(101, SIGNAL_STOP)
+    return bundle(processes=p, thread_samples=rows, py_frames=frames, log_events=[SHM_TIMEOUT])
+
+
+def test_a_stopped_rank_is_named_with_pid_and_title_and_its_peer_waits_for_it() -> None:
+    found = {f.kind: f for f in host.host_findings(vllm_tp2("TTT").table)}
+    stopped = found[RANK_STOPPED]
+    assert stopped.ranks == (1,) and stopped.waiting_ranks == (0,)
+    assert stopped.summary.startswith("rank 1, pid 101, VLLM::Worker_TP1, is stopped: SIGSTOP or a debugger; rank 0 "
+                                      "waits for it in ")
+    assert "GroupCoordinator.all_reduce" in stopped.summary and stopped.summary.endswith("(spinning)")
+    assert stopped.details["confidence"] == "high"
+
+
+def test_a_traced_rank_is_stopped_by_a_debugger() -> None:
+    (stopped,) = [f for f in host.host_findings(vllm_tp2("ttt", wchan="ptrace_stop").table) if f.kind == RANK_STOPPED]
+    assert "rank 1, pid 101, VLLM::Worker_TP1, is stopped by a debugger (traced)" in stopped.summary
+
+
+def test_a_rank_stopped_in_one_sample_only_is_not_stopped() -> None:
+    assert RANK_STOPPED not in {f.kind for f in host.host_findings(vllm_tp2("TTS", wchan="futex_wait_queue").table)}
+
+
+def test_every_rank_stopped_is_a_suspended_job_not_a_culprit_with_confidence() -> None:
+    rows = samples(100, 100, "TTT", wchan="do_signal_stop") + samples(101, 101, "TTT", wchan="do_signal_stop")
+    (stopped,) = [f for f in host.host_findings(bundle(processes=procs(2), thread_samples=rows).table)
+                  if f.kind == RANK_STOPPED]
+    assert stopped.ranks == (0, 1) and stopped.waiting_ranks == ()
+    assert "the whole job is suspended, not hung" in stopped.summary and stopped.details["confidence"] == "low"
+
+
+def test_the_verdict_names_the_stopped_rank_over_stack_divergence_and_the_shm_broadcast_timeout() -> None:
+    d = diagnose(vllm_tp2("TTT"))
+    assert d.verdict.kind == RANK_STOPPED and d.verdict.culprit_ranks == (1,)
+    assert d.verdict.summary.startswith("rank 1, pid 101, VLLM::Worker_TP1, is stopped: SIGSTOP or a debugger")
+    assert {"stack_divergence", "log_signature"} <= {f.kind for f in d.findings}
+
+
+def test_the_verdict_names_a_rank_in_d_state_over_stack_divergence_and_the_shm_broadcast_timeout() -> None:
+    d = diagnose(vllm_tp2("DDD", wchan="nvidia_wait_for_gpu", rank1_status="disk-sleep"))
+    assert d.verdict.kind == host.STUCK_IN_KERNEL and d.verdict.culprit_ranks == (1,)
+    assert "nvidia_wait_for_gpu" in d.verdict.summary
+
+
+def test_the_verdict_names_a_killed_rank_over_stack_divergence_and_the_shm_broadcast_timeout() -> None:
+    d = diagnose(vllm_tp2("ZZZ", wchan="0", rank1_status="zombie"))
+    assert d.verdict.kind == RANK_EXITED and d.verdict.culprit_ranks == (1,)
