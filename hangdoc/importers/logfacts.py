@@ -64,12 +64,12 @@ _FINGERPRINT = re.compile(
     r"(?:, ?TensorDtypes=(?P<dtype>\w+))?"
 )
 # PyTorch's Flight Recorder analyzer (torchfrtrace / fr_trace) text.
-_FR_HEAD = re.compile(r"Not all ranks joining collective(?: (?P<seq>\d+) at entry \d+|, sequence number: (?P<seq2>\d+)"
+_FR_HEAD = re.compile(r"Not all ranks joining collective(?: (?P<seq>\d+) at entry \d+|[,:] sequence number: (?P<seq2>\d+)"
                       r"| for group (?P<group>\S+) collective (?P<op>\S+))")
 _FR_GROUP = re.compile(r"^\s*group info: (?P<group>\S+)")
 _FR_OP = re.compile(r"^\s*collective: (?P<op>\S+)")
 _FR_MISSING = re.compile(r"(?:missing ranks: |Missing ranks are )\{(?P<ranks>[\d, ]*)\}")
-_FR_EXPECTED = re.compile(r"^\s*expected ranks: (?P<n>\d+)")
+_FR_EXPECTED = re.compile(r"^\s*(?:expected ranks|world size): (?P<n>\d+|\{[\d, ]*\})")
 _FR_STATE = re.compile(r"^\s*collective state: (?P<state>\w+)")
 # NCCL RAS (ncclras) text.
 _RAS_COMM = re.compile(r"^\s*#(?P<group>\d+-\d+) \((?P<hash>[0-9a-f]+)\) (?P<status>[A-Z_]+)")
@@ -88,7 +88,8 @@ _NCCL_INIT = re.compile(r"NCCL INFO comm (?P<comm>0x[0-9a-f]+) rank (?P<rank>\d+
 _NCCL_DTYPES = ("int8", "uint8", "int32", "uint32", "int64", "uint64", "float16", "float32", "float64", "bfloat16",
                 "float8_e4m3fn", "float8_e5m2")
 _NCCL_REDOPS = ("SUM", "PRODUCT", "MAX", "MIN", "AVG")
-# Python tracebacks and torchrun's failure records.
+# Python tracebacks (torchrun prefixes each line of rank N's stderr with "[rankN]:") and torchrun's failure records.
+_TORCH_PREFIX = re.compile(r"^\[rank\d+\]:\s?")
 _TB_START = re.compile(r"Traceback \(most recent call last\):")
 _TB_EXC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrupt|Warning)|[\w.]*OutOfMemoryError)"
                      r"(?::\s*(?P<msg>.*))?$")
@@ -164,7 +165,7 @@ class Reader:
     # --- the line reader -----------------------------------------------------------------------------
     def feed(self, no: int, who: Any, t: float | None, body: str) -> None:
         """One line; `who` keys its writer (a pid, or an explicit rank), `t` its time when the prefix gives one."""
-        self._traceback(no, who, t, body)
+        self._traceback(no, who, t, _TORCH_PREFIX.sub("", body, count=1))
         self._torchrun(no, body)
         self._c10d(no, who, t, body)
         self._desync(no, who, t, body)
@@ -275,7 +276,7 @@ class Reader:
         fr = self._fr
         for pat, key in ((_FR_GROUP, "group"), (_FR_OP, "op"), (_FR_EXPECTED, "expected"), (_FR_STATE, "state")):
             g = pat.search(body)
-            if g:
+            if g and (key != "expected" or not str(fr.get(key, "")).startswith("{")):
                 fr[key] = g.group(1)
         g = _FR_MISSING.search(body)
         if g:
@@ -289,21 +290,23 @@ class Reader:
             return
         group = str(fr.get("group") or DEFAULT_PG)
         gid, _, desc = group.partition(":")
-        expected = int(fr["expected"]) if fr.get("expected") else None
         missing = fr["missing"]
-        # Members are listed only for the default group (ranks 0..n-1); elsewhere the analyzer names none.
-        default = gid == DEFAULT_PG or desc == "default_pg"
+        # Members: the analyzer's own list ("expected ranks: {0, 1, ...}"), or for the default group 0..n-1.
+        expected = fr.get("expected")
+        members = _ranks(expected) if expected and expected.startswith("{") else None
+        if members is None and expected and (gid == DEFAULT_PG or desc == "default_pg"):
+            members = list(range(int(expected)))
         seq = fr.get("seq") if fr.get("seq") is not None else 0
         state = "started" if fr.get("state") in ("scheduled", "started", None) else fr.get("state")
-        if default and expected:
-            members = list(range(expected))
+        if members:
+            expected = len(members)
             for r in members:
                 if r not in missing:
                     self._coll(fr["no"], fr["who"], FR_TEXT, r, group=gid, group_desc=desc or None, seq=seq,
                                op=normalize_op(fr["op"]) if fr.get("op") else None, state=state,
                                group_ranks=members, group_size=expected)
-        for r in missing:
-            self._event(fr["no"], fr["who"], r, "other", FR_TEXT,
+        for r in missing:  # the analyzer read these ranks' dumps: their silence is evidence ("seen")
+            self._event(fr["no"], fr["who"], r, "seen", FR_TEXT,
                         f"Flight Recorder analyzer: rank {r} did not join collective {seq} "
                         f"({fr.get('op') or 'unknown op'}) of group {group}", None, "warning")
 
@@ -397,7 +400,9 @@ class Reader:
             tb.frames += 1
             return
         del self._tb[who]
-        event = "timeout" if _TB_TIMEOUT.search(text) else "oom" if _TB_OOM.search(text) else "raised"
+        if _TB_OOM.search(text):
+            return  # the catalogue's cuda_oom has this line already
+        event = "timeout" if _TB_TIMEOUT.search(text) else "raised"
         self._event(no, who, None, event, TRACEBACK, text, t if t is not None else tb.t)
 
     # --- torchrun failure records -------------------------------------------------------------------------
