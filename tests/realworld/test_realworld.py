@@ -7,7 +7,7 @@ supports as the cause and which ranks the evidence shows waiting. This test runs
 
 - naming a waiting rank as culprit is always wrong;
 - strong/weak truth with culprit ranks: the named culprits must be exactly those (weak: naming none is accepted);
-- undecided: naming any culprit is wrong;
+- undecided, or strong truth whose cause is not a rank (no culprit ranks): naming any culprit is wrong;
 - strong truth: the verdict kind must be one of `acceptable_kinds`;
 - a crash, a traceback or output that is not the JSON report is wrong.
 
@@ -69,6 +69,8 @@ def judge(expected: dict, proc: subprocess.CompletedProcess[str], evidence: Path
     truth, culprits = expected["truth"], sorted(expected["culprit_ranks"])
     if truth == "undecided" and named:
         return f"{said}: the evidence cannot decide, no culprit should be named"
+    if truth == "strong" and not culprits and named:
+        return f"{said}: the cause is not a rank, no culprit should be named"
     if truth in ("strong", "weak") and culprits and named != culprits:
         if not (truth == "weak" and not named):
             return f"{said}, expected culprits {culprits}"
@@ -93,5 +95,37 @@ def test_case(case: Path, realworld_results: dict[str, str | None]) -> None:
         pytest.fail(f"{case.name}: {wrong}", pytrace=False)
 
 
-def test_corpus_is_big_enough() -> None:
+def test_corpus_is_big_enough_and_listed() -> None:
     assert len(CASES) >= 25, f"only {len(CASES)} real-world cases"
+    readme = (HERE / "README.md").read_text()
+    unlisted = [c.name for c in CASES if f"| {c.name} |" not in readme]
+    assert not unlisted, f"cases missing from README.md: {unlisted}"
+
+
+def _verdict(kind: str, ranks: list[int], rc: int = 0, stderr: str = "") -> subprocess.CompletedProcess[str]:
+    out = json.dumps({"verdict": {"kind": kind, "culprit_ranks": ranks, "summary": ""}, "findings": []})
+    return subprocess.CompletedProcess([], rc, stdout=out, stderr=stderr)
+
+
+def test_judge_rules_on_hand_built_verdicts() -> None:
+    """The scoring rules themselves, on verdicts built by hand (no CLI run)."""
+    ev = HERE
+    strong = {"truth": "strong", "culprit_ranks": [7], "waiting_ranks": [0, 1], "acceptable_kinds": ["lagging_rank"]}
+    assert judge(strong, _verdict("lagging_rank", [7]), ev) is None
+    assert "waiting rank(s) [0]" in judge(strong, _verdict("lagging_rank", [0, 7]), ev)
+    assert "expected culprits [7]" in judge(strong, _verdict("lagging_rank", []), ev)
+    assert "kind not in" in judge(strong, _verdict("log_signature", [7]), ev)
+    weak = dict(strong, truth="weak")
+    assert judge(weak, _verdict("no_fault_found", []), ev) is None
+    assert judge(weak, _verdict("log_signature", [7]), ev) is None
+    assert "expected culprits" in judge(weak, _verdict("lagging_rank", [3]), ev)
+    undecided = {"truth": "undecided", "culprit_ranks": [], "waiting_ranks": [0], "acceptable_kinds": []}
+    assert judge(undecided, _verdict("no_fault_found", []), ev) is None
+    assert "no culprit should be named" in judge(undecided, _verdict("rank_exited", [5]), ev)
+    not_a_rank = {"truth": "strong", "culprit_ranks": [], "waiting_ranks": [], "acceptable_kinds": ["orphaned_process"]}
+    assert judge(not_a_rank, _verdict("orphaned_process", []), ev) is None
+    assert "not a rank" in judge(not_a_rank, _verdict("orphaned_process", [2]), ev)
+    crash = subprocess.CompletedProcess([], 1, stdout="", stderr="Traceback (most recent call last):\nTypeError: x")
+    assert judge(undecided, crash, ev).startswith("crashed (exit 1): TypeError: x")
+    refused = subprocess.CompletedProcess([], 2, stdout="", stderr="hangdoc: error: nothing readable")
+    assert "no JSON verdict (exit 2" in judge(undecided, refused, ev)
