@@ -215,6 +215,8 @@ def failures(events: list[dict[str, Any]], sigs: dict[str, Signature], w: Waitin
     consequence; so is a death after every waiter had already reported its timeout (the launcher tearing the job
     down). Anything else (a rank that failed first, or a rank that never waited) is a candidate for the cause."""
     last_report = max(w.reported.values()) if w.reported else None
+    first_seen = {int(e["rank"]) for e in events if e.get("rank") is not None
+                  and "first observed failure" in (e.get("text") or "")}
     out: list[Failure] = []
     for e in events:
         kind = _event_of(e, sigs)
@@ -231,6 +233,14 @@ def failures(events: list[dict[str, Any]], sigs: dict[str, Signature], w: Waitin
         elif kind in ("exited", "signal") and t is not None and last_report is not None and t > last_report:
             cause, why = False, "after its peers had timed out (the job being torn down)"
         out.append(Failure(r, kind, e, cause, why))
+    # Exits in the same second: torchrun's "first observed failure" orders them (its clock is finer than its log's)
+    timed = [f.e["t"] for f in out if f.cause and f.e.get("t") is not None]
+    if timed and first_seen:
+        tied = [f for f in out if f.cause and f.e.get("t") == min(timed)]
+        if len({f.rank for f in tied}) > 1 and len(first_seen & {f.rank for f in tied}) == 1:
+            lead = next(iter(first_seen & {f.rank for f in tied}))
+            out = [replace(f, cause=False, why=f"in the same second as rank {lead}, which torchrun observed first")
+                   if f in tied and f.rank != lead else f for f in out]
     return out
 
 
@@ -298,23 +308,22 @@ def failure_findings(fs: list[Failure], w: Waiting, covered: set[int]) -> list[F
 
 
 def silent_findings(w: Waiting, known: set[int], seen: set[int], fs: list[Failure], have_calls: bool) -> list[Finding]:
-    """Waiters that name no collective position (a hang detector, a watchdog without SeqNum): the known ranks
-    that did not report waiting are the suspects, named when they are fewer than the waiters."""
+    """Waiters that name no collective position (a hang detector, a watchdog line that lost its SeqNum): the
+    known ranks that did not report waiting are the suspects, named when their own logs are in the input."""
     if not w.ranks or have_calls:
         return []
     silent = sorted(known - w.ranks - {f.rank for f in fs})
     if not silent:
         return []
     world = len(known)
-    strong = len(silent) < len(w.ranks) or set(silent) <= seen
-    if not strong:
-        return []
+    if not set(silent) <= seen:
+        return []  # a rank whose log is not in the input may be waiting as well
     summary = (f"{w.text()}; {rank_ranges_text(silent)} of the {world} did not: "
                f"{'it is' if len(silent) == 1 else 'they are'} where the others wait")
     return [Finding(kind=LAGGING_RANK, ranks=tuple(silent), summary=summary,
                     evidence=tuple(_where(w.lines[r]) for r in sorted(w.lines)[:4]),
                     waiting_ranks=tuple(sorted(w.ranks)),
-                    details={"source": "log", "silent_ranks": silent, "confidence": "medium" if set(silent) <= seen else "low"})]
+                    details={"source": "log", "silent_ranks": silent, "confidence": "medium"})]
 
 
 def undecided(w: Waiting, known: set[int], seen: set[int]) -> Finding:

@@ -407,13 +407,17 @@ class Reader:
 
     # --- torchrun failure records -------------------------------------------------------------------------
     def _torchrun(self, no: int, body: str) -> None:
-        if re.search(r"Root Cause \(first observed failure\):|^\s*Failures:\s*$|^\s*\[\d+\]:\s*$", body):
+        head = re.search(r"Root Cause \(first observed failure\):|^\s*Failures:\s*$|^\s*\[\d+\]:\s*$", body)
+        if head:
+            first = "Root Cause" in body or bool(self._elastic and self._elastic.get("first") and "rank" not in self._elastic)
             self._elastic_flush(no)
-            self._elastic = {"no": no}
-            return
-        if self._elastic is None:
+            self._elastic = {"no": no, "first": first}
             return
         m = _ELASTIC_FIELD.match(body)
+        if self._elastic is None:
+            if not m or m["key"] != "time":
+                return
+            self._elastic = {"no": no}  # a record whose header was cut off
         if m:
             self._elastic[m["key"]] = m["value"].strip()
             if m["key"] == "traceback":
@@ -433,7 +437,8 @@ class Reader:
         sig = _SIGNAL.search(rec.get("traceback", "")) or None
         what = f"exit code {code}" + (f" ({sig['name']})" if sig else "")
         text = (f"torchrun: rank {r['rank']} (local_rank {r['local']}, pid {e['pid']}) on "
-                f"{rec.get('host', '?')} failed at {rec.get('time', '?')}: {what}")
+                f"{rec.get('host', '?')} failed at {rec.get('time', '?')}: {what}"
+                + (" (torchrun's first observed failure)" if rec.get("first") else ""))
         t = _elastic_time(rec.get("time"))
         self._event(rec["no"], None, int(r["rank"]), "signal" if code < 0 or sig else "exited", TORCHRUN, text, t)
 

@@ -154,7 +154,7 @@ def test_waiters_with_nobody_to_blame_name_no_rank_and_say_what_would_decide() -
     assert d.verdict.culprit_ranks == ()
 
 
-def test_ranks_that_reported_no_wait_are_named_when_fewer_than_the_waiters() -> None:
+def test_ranks_whose_logs_show_no_wait_are_named_when_others_report_one() -> None:
     events = [ev("trtllm_hang_detected", f"[TRT-LLM] [RANK {r}] [E] Hang detected after 300 seconds.", rank=r, t=400.0)
               for r in (1, 2, 3)] + [seen(0)]
     (f, *_) = logs.log_findings(bundle(events).table)
