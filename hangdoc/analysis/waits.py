@@ -16,6 +16,7 @@ import numpy as np
 
 from hangdoc.analysis.model import (
     LAGGING_RANK,
+    OpCall,
     MISSING_RANK,
     ORDER_INVERSION,
     WAIT_CHAIN,
@@ -469,11 +470,11 @@ def _silent_in_logs(ctx: "Context", view: CollectiveView, g: WaitGraph) -> list[
     comm = view.comms[main.comm]
     call = view.call(main.wait_row)
     pg = "" if comm.name in ("0", "detail") else f" of process group {comm.name}"
-    waited = f"{ranks_text(main.waiters)} {'is' if len(main.waiters) == 1 else 'are'} in {call.label()} " \
+    waited = f"{ranks_text(main.waiters)} {'is' if len(main.waiters) == 1 else 'are'} in {_op_text(call)} " \
              f"SeqNum {main.seq}{pg} ({call.state.replace('_', ' ')})"
     absent = sorted(ms - seen)
     who = ranks_text(missing)
-    evidence = [f"{view.comms[x.comm].id} SeqNum {x.seq}: {ranks_text(x.waiters)} in {view.call(x.wait_row).label()}; "
+    evidence = [f"{view.comms[x.comm].id} SeqNum {x.seq}: {ranks_text(x.waiters)} in {_op_text(view.call(x.wait_row))}; "
                 f"rank {x.rank} logged nothing about it" for x in lags[:8]]
     evidence.append(f"{len(comm.members)} members: {ranks_text(comm.members)}")
     if absent:
@@ -525,3 +526,8 @@ def _most_behind(view: CollectiveView, by_rank: dict[int, list[Lag]]) -> tuple[d
                            evidence=(f"behind: {ranks_text(behind)}", f"ahead: {ranks_text(ahead)}"),
                            details={"source": "log", "undecided": True, "behind": sorted(behind), "confidence": "low"}))
     return {r: ls for r, ls in by_rank.items() if r not in drop}, out
+
+
+def _op_text(call: OpCall) -> str:
+    """'all_reduce numel=8', or 'a collective' when the lines did not say which."""
+    return call.label() if call.op != "unknown" else "a collective"
