@@ -35,7 +35,7 @@ SNAPSHOT_KEYS: dict[str, tuple[str, ...]] = {
 }
 CALL_KEY = ("rank", "group", "seq", "op")
 SAMPLED = ("thread_samples", "py_frames", "gpu_samples")
-_STATE_ORDER = {s: i for i, s in enumerate(("unknown", "issued", "started", "completed"))}
+_STATE_ORDER = {s: i for i, s in enumerate(("unknown", "issued", "started", "timed_out", "completed"))}
 assert set(_STATE_ORDER) == set(STATES)
 
 

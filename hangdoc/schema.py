@@ -25,8 +25,23 @@ _strs = pa.list_(pa.string())
 # dictionary-encoded: an int32 per row in memory, and Parquet stores them that way too.
 _dict = pa.dictionary(pa.int32(), pa.string())
 
-# Collective call states, in the order a call goes through them.
-STATES = ("issued", "started", "completed", "unknown")
+# Collective call states, in the order a call goes through them. "timed_out": the rank's own watchdog said the
+# call ran past its timeout (a c10d watchdog line, a desync report): still in flight, and the rank a waiter.
+STATES = ("issued", "started", "timed_out", "completed", "unknown")
+
+# What a log line says about the rank it is about (log_events.event). Collective positions from logs go to the
+# collectives table instead (source = the log kind); these are the per-rank happenings around them.
+EVENTS = (
+    "oom",  # ran out of (GPU) memory
+    "raised",  # a Python exception or a fatal error, other than a timeout
+    "exited",  # the process exited or died (exit code, "died unexpectedly")
+    "signal",  # the process got a fatal signal (SIGABRT, SIGKILL, SIGSEGV ...)
+    "timeout",  # the rank waited past a timeout (a waiter), no collective position given
+    "peer_gone",  # the rank lost a connection to a peer (that peer exited)
+    "parent_exited",  # the process saw its parent exit
+    "seen",  # the rank wrote this file (one row per rank and file): the rank's log is in the input
+    "other",  # any other catalogued line (start-up failures, KV transfer lines, metrics)
+)
 
 PROCESSES = pa.schema(
     [
@@ -169,7 +184,8 @@ LOG_EVENTS = pa.schema(
         ("t", _f64),
         ("pid", _i64),
         ("rank", _i64),
-        ("signature", _str),
+        ("signature", _str),  # the catalogue id or log format that matched
+        ("event", _str),  # one of EVENTS: what the line says about `rank`
         ("severity", _str),
         ("text", _str),
         ("context", _strs),

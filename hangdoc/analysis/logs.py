@@ -1,31 +1,39 @@
-"""Log signatures: log_events (lines the catalogue matched) grouped into findings.
+"""What log lines say about ranks, judged as evidence: a rank that logged a timeout is a waiter, never the cause.
 
-- kv_transfer_stranded: NIXL prefill KV blocks freed only by lease expiry, or notifications for requests the
-  prefill side does not know (seed 002). Counts distinct stranded requests, reads the lease time, and notices
-  parallel-sampling siblings (`3_cmpl-...`): a KV leak, not a collective hang.
-- oom: a rank ran out of GPU memory. When its peers then time out in a collective (c10d watchdog, hang
-  detectors) or wait in one on their stacks, the OOM rank is the one that skipped it (seed 003).
-- orphaned_process from "Parent process exited" lines; a start-up race when the lines come with start-up
-  failures (BrokenPipeError, "Servers failed to start": seed 004).
-- log_signature: every other catalogued line, one finding per signature with counts and ranks; the c10d
-  watchdog's SeqNum and OpType are kept as the finding's seq and op.
+Collective positions from logs (c10d watchdog SeqNums, desync reports, NCCL RAS counts ...) are collectives rows
+and the alignment, lagging and missing-rank passes judge them like any trace. This pass reads the rest:
+
+- waiters: ranks that logged a timeout or are inside a collective (log rows, stacks);
+- failures (OOM, exception, exit, fatal signal) per rank: a candidate for the cause when the rank was not
+  waiting or failed before it began to; a consequence when it came after (the watchdog's abort) or after every
+  waiter had timed out (teardown). The earliest candidate by time is the cause: `oom` or `rank_exited`
+  (an exception counts: the rank left the collective path) naming the rank that failed (seed 003: rank 0's warm-up OOM, ranks 1-3 waiting);
+- waiters with no position and no failure: the known ranks that did not report waiting (`lagging_rank`), when
+  they are fewer than the waiters or their logs are in the input;
+- otherwise one `log_signature` finding with no culprit that says who waits where and what would decide it;
+- kv_transfer_stranded (seed 002) and orphaned_process / start-up race (seed 004) as before; "Parent process
+  exited" after a worker died is a symptom of that death;
+- log_signature for every other catalogued line, with no ranks: its printer is a witness.
 """
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter, defaultdict
-from typing import Any, Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Sequence
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from hangdoc.analysis import stacks
 from hangdoc.analysis.model import (
-    COLLECTIVE_MISMATCH, KV_TRANSFER_STRANDED, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED, Finding,
+    KV_TRANSFER_STRANDED, LAGGING_RANK, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED, Finding,
 )
 from hangdoc.analysis.host import context_views, rank_views
-from hangdoc.analysis.procs import Processes, ranks_text, rows
-from hangdoc.analysis.text import clip, plural
-from hangdoc.importers.ops import normalize_op
+from hangdoc.analysis.procs import Processes, rows
+from hangdoc.analysis.text import clip, plural, rank_ranges
+from hangdoc.importers import logfacts
 from hangdoc.signatures import Signature, load_catalogue
 
 _SIBLING = re.compile(r"^(\d+)_(.+)$")
@@ -33,11 +41,6 @@ _SIBLING = re.compile(r"^(\d+)_(.+)$")
 KV_EXPIRED = "nixl_expired_kv_blocks"
 KV_UNRECOGNIZED = "nixl_unrecognized_request"
 KV_USAGE = "vllm_kv_cache_usage"
-C10D_TIMEOUT = "c10d_watchdog_timeout"
-# Lines that say a rank is waiting for peers (they make an OOM elsewhere the likely reason).
-WAIT_SIGNATURES = ("c10d_watchdog_timeout", "c10d_pg_status", "trtllm_hang_detected", "sglang_watchdog_timeout",
-                   "gloo_timeout", "vllm_shm_broadcast_timeout")
-_HANDLED_KINDS = (KV_TRANSFER_STRANDED, OOM, ORPHANED_PROCESS, RANK_EXITED)
 
 
 def _fields(sig: Signature | None, text: str) -> dict[str, str]:
@@ -104,64 +107,241 @@ def _kv(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> list[Findin
                     count=len(stranded), details=details)]
 
 
-def _waits(events: list[dict[str, Any]], sigs: dict[str, Signature]) -> dict[int, list[tuple[dict[str, Any], dict[str, str]]]]:
-    out: dict[int, list[tuple[dict[str, Any], dict[str, str]]]] = defaultdict(list)
+# --- what each rank's log lines say -----------------------------------------------------------------
+FAILURES = ("oom", "raised", "exited", "signal")
+_RAN_FOR = re.compile(r"ran for (?P<ms>\d+) milliseconds|Hang detected after (?P<s>\d+) seconds|"
+                      r"watchdog_timeout=(?P<s2>[\d.]+)|Timed out waiting (?P<ms2>\d+)ms")
+DECIDE = ("what would decide it: every rank's log (the ranks that logged nothing are the suspects), or next time "
+          "TORCH_NCCL_TRACE_BUFFER_SIZE=2000 with TORCH_NCCL_DUMP_ON_TIMEOUT=1 (a Flight Recorder dump per rank), "
+          "TORCH_NCCL_DESYNC_DEBUG=1 (the watchdog then names the lagging ranks), NCCL_DEBUG=INFO, or "
+          "`py-spy dump --native` of each rank while it hangs")
+
+
+def _event_of(e: dict[str, Any], sigs: dict[str, Signature]) -> str | None:
+    if e.get("event"):
+        return e["event"]
+    sig = sigs.get(e.get("signature") or "")
+    return sig.event if sig is not None else None
+
+
+def _wait_start(e: dict[str, Any]) -> float | None:
+    """When a waiter started waiting: the line's time less the time it says it waited."""
+    if e.get("t") is None:
+        return None
+    m = _RAN_FOR.search(e.get("text") or "")
+    if not m:
+        return float(e["t"])
+    if m["ms"] or m["ms2"]:
+        return float(e["t"]) - int(m["ms"] or m["ms2"]) / 1000.0
+    return float(e["t"]) - float(m["s"] or m["s2"])
+
+
+@dataclass
+class Waiting:
+    """The ranks the evidence shows waiting: who, where (from collectives rows of log sources) and since when."""
+
+    ranks: set[int] = field(default_factory=set)
+    since: dict[int, float] = field(default_factory=dict)  # rank -> earliest wait start
+    reported: dict[int, float] = field(default_factory=dict)  # rank -> earliest timeout line
+    where: dict[tuple[str, int, str | None], set[int]] = field(default_factory=dict)  # (group, seq, op) -> ranks
+    lines: dict[int, dict[str, Any]] = field(default_factory=dict)  # rank -> its first timeout line
+    stacks: dict[int, str | None] = field(default_factory=dict)  # rank -> the collective its stack is in
+
+    def text(self, limit: int = 3, then: str = "", besides: Iterable[int] = ()) -> str:
+        """'ranks 1-3 timed out in all_reduce SeqNum 57 of process group 3', 'ranks 1-3 wait in all_reduce'
+        (stacks), 'ranks 1-3 logged a timeout'; ranks in `besides` left out."""
+        skip = set(besides)
+        parts = []
+        told: set[int] = set(skip)
+        for (group, seq, op), rs in sorted(self.where.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1]))[:limit]:
+            rs = rs - skip
+            if rs:
+                pg = "" if group in ("0", "detail") else f" of process group {group}"
+                parts.append(f"{rank_ranges_text(rs)}{then} timed out in {op or 'a collective'} SeqNum {seq}{pg}")
+                told |= rs
+        in_stack = {r: op for r, op in self.stacks.items() if r not in told}
+        if in_stack:
+            ops = sorted({op for op in in_stack.values() if op})
+            parts.append(f"{rank_ranges_text(in_stack)} wait{'s' if len(in_stack) == 1 else ''} in "
+                         f"{', '.join(ops) if ops else 'a collective'}")
+            told |= set(in_stack)
+        rest = self.ranks - told
+        if rest:
+            parts.append(f"{rank_ranges_text(rest)}{then} logged a timeout")
+        return "; ".join(parts)
+
+
+def rank_ranges_text(ranks: Iterable[int]) -> str:
+    rs = sorted(set(ranks))
+    return ("rank " if len(rs) == 1 else "ranks ") + rank_ranges(rs)
+
+
+def waiting(events: list[dict[str, Any]], sigs: dict[str, Signature], calls: list[dict[str, Any]],
+            views: dict[int, stacks.RankView]) -> Waiting:
+    """Waiters: ranks that logged a timeout, ranks a log shows inside a collective, ranks whose stack is in one."""
+    w = Waiting()
     for e in events:
-        if e["signature"] in WAIT_SIGNATURES and e.get("rank") is not None:
-            out[int(e["rank"])].append((e, _fields(sigs.get(e["signature"]), e["text"])))
+        if _event_of(e, sigs) == "timeout" and e.get("rank") is not None:
+            r = int(e["rank"])
+            w.ranks.add(r)
+            w.lines.setdefault(r, e)
+            start = _wait_start(e)
+            if start is not None:
+                w.since[r] = min(w.since.get(r, start), start)
+                w.reported[r] = min(w.reported.get(r, float(e["t"])), float(e["t"]))
+    for c in calls:
+        if c.get("state") in ("timed_out",) and c.get("rank") is not None:
+            r = int(c["rank"])
+            w.ranks.add(r)
+            w.where.setdefault((str(c["group"]), int(c["seq"]), c.get("op")), set()).add(r)
+    for r, v in views.items():
+        if v.placement.category == stacks.COLLECTIVE:
+            w.ranks.add(r)
+            w.stacks[r] = v.placement.op
+    return w
+
+
+@dataclass(frozen=True)
+class Failure:
+    rank: int
+    event: str  # one of FAILURES
+    e: dict[str, Any]
+    cause: bool  # False: a consequence of the rank's own wait, or teardown after the peers' timeouts
+    why: str
+
+
+def failures(events: list[dict[str, Any]], sigs: dict[str, Signature], w: Waiting) -> list[Failure]:
+    """Every OOM, exception, exit and fatal signal on a known rank, each judged cause candidate or consequence.
+
+    A waiter's failure after it began waiting (the watchdog's abort, the DistBackendError it raises) is a
+    consequence; so is a death after every waiter had already reported its timeout (the launcher tearing the job
+    down). Anything else (a rank that failed first, or a rank that never waited) is a candidate for the cause."""
+    last_report = max(w.reported.values()) if w.reported else None
+    first_seen = {int(e["rank"]) for e in events if e.get("rank") is not None
+                  and "first observed failure" in (e.get("text") or "")}
+    out: list[Failure] = []
+    for e in events:
+        kind = _event_of(e, sigs)
+        if kind not in FAILURES or e.get("rank") is None:
+            continue
+        r, t = int(e["rank"]), e.get("t")
+        cause, why = True, ""
+        if r in w.ranks:
+            start = w.since.get(r)
+            if t is not None and start is not None and t >= start:
+                cause, why = False, "after it had started waiting"
+            elif (t is None or start is None) and kind != "oom":
+                cause, why = False, "on a rank that was itself waiting"
+        elif kind in ("exited", "signal") and t is not None and last_report is not None and t > last_report:
+            cause, why = False, "after its peers had timed out (the job being torn down)"
+        out.append(Failure(r, kind, e, cause, why))
+    # Exits in the same second: torchrun's "first observed failure" orders them (its clock is finer than its log's)
+    timed = [f.e["t"] for f in out if f.cause and f.e.get("t") is not None]
+    if timed and first_seen:
+        tied = [f for f in out if f.cause and f.e.get("t") == min(timed)]
+        if len({f.rank for f in tied}) > 1 and len(first_seen & {f.rank for f in tied}) == 1:
+            lead = next(iter(first_seen & {f.rank for f in tied}))
+            out = [replace(f, cause=False, why=f"in the same second as rank {lead}, which torchrun observed first")
+                   if f in tied and f.rank != lead else f for f in out]
     return out
 
 
-def _oom(events: list[dict[str, Any]], sigs: dict[str, Signature], views: dict[int, stacks.RankView],
-         known_ranks: set[int]) -> list[Finding]:
-    ooms = [e for e in events if sigs.get(e["signature"]) is not None and sigs[e["signature"]].kind == OOM]
-    if not ooms:
+def _failure_text(f: Failure) -> str:
+    text = (f.e.get("text") or "").strip()
+    if f.event == "oom":
+        m = re.search(r"(\w*(?:OutOfMemoryError|out of memory)(?:[^\n]*?Tried to allocate [\d.]+ \w+)?)", text, re.I)
+        return m.group(1) if m else text[:160]
+    return _quote(f.e) if f.e.get("signature") != "torchrun-failure" else text.split(": ", 1)[-1][:160]
+
+
+def _when(t: float | None) -> str:
+    return time.strftime(" at %H:%M:%S", time.gmtime(t)) if t is not None else ""
+
+
+# An exception a rank raised and did not survive, or survived by skipping work its peers then wait for: either
+# way the rank left the collective path, which is what rank_exited tells the reader.
+_FAILURE_KIND = {"oom": OOM, "raised": RANK_EXITED, "exited": RANK_EXITED, "signal": RANK_EXITED}
+_FAILURE_VERB = {"oom": "ran out of GPU memory", "raised": "raised", "exited": "exited", "signal": "died of a signal"}
+
+
+def failure_findings(fs: list[Failure], w: Waiting, covered: set[int]) -> list[Finding]:
+    """One finding per failure kind, naming the ranks that failed. The earliest failure (by time, where the
+    lines have it) is the cause; later ones and consequences are symptoms."""
+    timed = [f.e["t"] for f in fs if f.cause and f.e.get("t") is not None]
+    first_t = min(timed) if timed else None
+    if first_t is not None:  # an untimed failure cannot be shown to come first; one on a rank that failed before is its sequel
+        fs = [f if not f.cause or f.e.get("t") is not None else
+              replace(f, cause=False, why="with no time to place it before the first timed failure") for f in fs]
+    by_kind: dict[str, list[Failure]] = defaultdict(list)
+    for f in fs:
+        by_kind[_FAILURE_KIND[f.event]].append(f)
+    out = []
+    for kind, group in by_kind.items():
+        ranks = sorted({f.rank for f in group if f.rank not in covered} or {f.rank for f in group})
+        mine = [f for f in group if f.cause]
+        first = min(mine or group, key=lambda f: (f.e.get("t") is None, f.e.get("t") or 0.0))
+        earliest = first.cause and (first_t is None or first.e.get("t") is None or first.e["t"] <= first_t)
+        role = "cause" if earliest else "symptom"
+        cause_ranks = sorted({f.rank for f in mine}) or ranks
+        verb = _FAILURE_VERB[first.event]
+        around = " ".join([first.e.get("text") or ""] + list(first.e.get("context") or []))
+        phase = " in warm-up" if first.event == "oom" and re.search(r"warm-?up|warming up", around, re.I) else ""
+        summary = f"{rank_ranges_text(cause_ranks)} {verb}{phase}{_when(first.e.get('t'))} ({_failure_text(first)})"
+        waiters = sorted(w.ranks - set(cause_ranks))
+        if role == "cause" and waiters:
+            then = " then" if first.e.get("t") is not None and w.since and first.e["t"] <= min(w.since.values()) + 1 else ""
+            it = "it" if len(cause_ranks) == 1 else "they"
+            summary += " and went on" if first.event == "oom" else ""
+            summary += f"; {w.text(then=then, besides=cause_ranks)}, a call {it} never issued"
+        elif role == "symptom":
+            why = next((f.why for f in group if not f.cause), "") or "after an earlier failure elsewhere"
+            summary += f": {why}"
+        seqs = [(k, rs) for k, rs in w.where.items()]
+        seq = seqs[0][0][1] if len(seqs) == 1 else None
+        op = seqs[0][0][2] if len(seqs) == 1 else None
+        evidence = [_where(f.e) + (f"  ({f.why})" if not f.cause else "") for f in group[:4]]
+        evidence += [_where(w.lines[r]) for r in waiters[:3] if r in w.lines]
+        out.append(Finding(kind=kind, ranks=tuple(cause_ranks if role == "cause" else ranks), summary=summary,
+                           evidence=tuple(evidence), waiting_ranks=tuple(waiters) if role == "cause" else (),
+                           role=role, count=len(group), seq=seq, expected_op=op,
+                           details={"source": "log", "event": first.event, "waiting_ranks": waiters,
+                                    "confidence": "high" if waiters and role == "cause" else "medium"}))
+    return out
+
+
+def silent_findings(w: Waiting, known: set[int], seen: set[int], fs: list[Failure], have_calls: bool) -> list[Finding]:
+    """Waiters that name no collective position (a hang detector, a watchdog line that lost its SeqNum): the
+    known ranks that did not report waiting are the suspects, named when their own logs are in the input."""
+    if not w.ranks or have_calls:
         return []
-    by_rank: dict[Any, list[dict[str, Any]]] = defaultdict(list)
-    for e in ooms:
-        by_rank[e.get("rank")].append(e)
-    oom_ranks = sorted(r for r in by_rank if r is not None)
-    waits = _waits(events, sigs)
-    first_oom = min((e["t"] for e in ooms if e.get("t") is not None), default=None)
-    waiting = sorted(
-        r for r, ws in waits.items()
-        if r not in oom_ranks and (first_oom is None or any(w.get("t") is None or w["t"] >= first_oom for w, _ in ws))
-    )
-    in_coll = sorted(r for r, v in views.items() if r not in oom_ranks and v.placement.category == stacks.COLLECTIVE)
-    waiting = sorted(set(waiting) | set(in_coll))
-    sample = by_rank[oom_ranks[0] if oom_ranks else None][0]
-    what = (sample.get("text") or "").strip()
-    m = re.search(r"(\w*(?:OutOfMemoryError|out of memory)(?:[^\n]*?Tried to allocate [\d.]+ \w+)?)", what, re.I)
-    what = m.group(1) if m else clip(what, 160)
-    who = ranks_text(oom_ranks) if oom_ranks else "a process"
-    around = " ".join([sample.get("text") or ""] + list(sample.get("context") or []))
-    phase = " in warm-up" if re.search(r"warm-?up|warming up", around, re.I) else ""
-    summary = f"{who} ran out of GPU memory{phase} ({what})"
-    seqs = sorted({(int(f["seq"]), f.get("op")) for r in waiting for _, f in waits.get(r, []) if f.get("seq")},
-                  key=lambda so: (so[0], so[1] or ""))  # a PG status line gives a SeqNum without an op
-    if waiting:
-        ops = sorted({normalize_op(op) for _, op in seqs if op} | {views[r].placement.op for r in in_coll if views[r].placement.op})
-        op_text = f" in {', '.join(ops)}" if ops else " in a collective"
-        seq_text = f" (c10d SeqNum {', '.join(str(s) for s in sorted({s for s, _ in seqs}))})" if seqs else ""
-        summary += (f" and went on without it; {ranks_text(waiting)} wait{op_text}{seq_text} that "
-                    f"{'it' if len(oom_ranks) == 1 else 'they'} never issued")
-    elif known_ranks - set(oom_ranks):
-        summary += f"; {ranks_text(sorted(known_ranks - set(oom_ranks)))} logged no out-of-memory error"
-    evidence = [_where(e) + (f"  (line before: {clip(e['context'][-1], 160)})" if e.get("context") else "")
-                for r in by_rank for e in by_rank[r][:2]]
-    for r in waiting:
-        for w, f in waits.get(r, [])[:1]:
-            evidence.append(_where(w))
-        if r in views:
-            evidence.append(f"rank {r} stack: {views[r].placement.category}: {views[r].placement.where}")
-    op = None
-    if seqs and len({normalize_op(o) for _, o in seqs if o}) == 1:
-        op = normalize_op(next(o for _, o in seqs if o))
-    return [Finding(kind=OOM, ranks=tuple(oom_ranks), summary=summary, evidence=tuple(evidence),
-                    waiting_ranks=tuple(waiting), op=None, expected_op=op, count=len(ooms),
-                    seq=seqs[0][0] if len({s for s, _ in seqs}) == 1 else None,
-                    details={"oom_lines": len(ooms), "waiting_ranks": waiting,
-                             "confidence": "high" if waiting and oom_ranks else "medium"})]
+    silent = sorted(known - w.ranks - {f.rank for f in fs})
+    if not silent:
+        return []
+    world = len(known)
+    if not set(silent) <= seen:
+        return []  # a rank whose log is not in the input may be waiting as well
+    summary = (f"{w.text()}; {rank_ranges_text(silent)} of the {world} did not: "
+               f"{'it is' if len(silent) == 1 else 'they are'} where the others wait")
+    return [Finding(kind=LAGGING_RANK, ranks=tuple(silent), summary=summary,
+                    evidence=tuple(_where(w.lines[r]) for r in sorted(w.lines)[:4]),
+                    waiting_ranks=tuple(sorted(w.ranks)),
+                    details={"source": "log", "silent_ranks": silent, "confidence": "medium"})]
+
+
+def undecided(w: Waiting, known: set[int], seen: set[int]) -> Finding:
+    """The waiters, and what evidence would name the rank they wait for."""
+    silent = sorted(known - w.ranks)
+    summary = w.text()
+    if silent:
+        absent = [r for r in silent if r not in seen]
+        summary += f"; {rank_ranges_text(silent)} logged no timeout"
+        if absent:
+            summary += f" ({rank_ranges_text(absent)}: no log line at all in the input)"
+    summary += f". The evidence does not single out the rank they wait for; {DECIDE}"
+    return Finding(kind=LOG_SIGNATURE, ranks=(), summary=summary, waiting_ranks=tuple(sorted(w.ranks)),
+                   evidence=tuple(_where(w.lines[r]) for r in sorted(w.lines)[:6]),
+                   details={"source": "log", "priority": 35, "undecided": True, "silent_ranks": silent,
+                            "confidence": "low"})
 
 
 def _startup_race(events: list[dict[str, Any]], sigs: dict[str, Signature], procs: Processes) -> list[Finding]:
@@ -209,99 +389,55 @@ def _quote(e: dict[str, Any]) -> str:
     return clip((m.group("msg") if m else text).strip(), 120)
 
 
-def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause: bool,
-             known: set[int] | None = None) -> list[Finding]:
+def _generic(events: list[dict[str, Any]], sigs: dict[str, Signature], has_cause: bool) -> list[Finding]:
+    """Every other catalogued line, one finding per signature. These name no culprit: who printed a line is in
+    its evidence, not in `ranks` (a printer is a witness, often a waiter)."""
     by_sig: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for e in events:
-        sig = sigs.get(e["signature"])
-        if sig is None or sig.kind in _HANDLED_KINDS or sig.id in (KV_USAGE,) or sig.severity == "info":
+        sig = sigs.get(e.get("signature") or "")
+        if sig is None or sig.severity == "info" or sig.id in _SPECIAL:
+            continue
+        if _event_of(e, sigs) in FAILURES + ("seen",) or (_event_of(e, sigs) == "timeout" and e.get("rank") is not None):
+            continue  # read as rank evidence above
+        if sig.kind in (KV_TRANSFER_STRANDED, ORPHANED_PROCESS):
             continue
         by_sig[sig.id].append(e)
     out = []
-    for sid, es in sorted(by_sig.items(), key=lambda kv: (kv[0] != C10D_TIMEOUT, kv[0])):
+    for sid, es in sorted(by_sig.items()):
         sig = sigs[sid]
-        ranks = sorted({e["rank"] for e in es if e.get("rank") is not None})
+        printers = sorted({e["rank"] for e in es if e.get("rank") is not None})
         fields = [_fields(sig, e["text"]) for e in es]
-        seqs = sorted({int(f["seq"]) for f in fields if f.get("seq")})
-        ops = sorted({normalize_op(f["op"]) for f in fields if f.get("op")})
-        who = ranks_text(ranks) if ranks else "the log"
-        summary = f"{who}: {sid.replace('_', ' ')} x{len(es)}"
-        if seqs:
-            summary += f" at SeqNum {', '.join(map(str, seqs))}"
-        if ops:
-            summary += f" ({', '.join(ops)})"
+        summary = f"{sid.replace('_', ' ')} x{len(es)}"
         secs = sorted({f["seconds"] for f in fields if f.get("seconds")})
         if secs:
             summary += f", after {', '.join(secs)} s"
+        if printers:
+            summary += f" (printed by {rank_ranges_text(printers)})"
         summary += f": {sig.meaning}"
-        details: dict[str, Any] = {"signature": sid, "severity": sig.severity}
-        silent = sorted((known or set()) - set(ranks))
-        if sid in WAIT_SIGNATURES and len(ranks) >= 2 and silent:
-            summary += f" No such line from {ranks_text(silent)}."
-            details["silent_ranks"] = silent
-        role = "cause"
+        role = "symptom" if has_cause else "cause"
+        details: dict[str, Any] = {"signature": sid, "severity": sig.severity, "printed_by": printers}
         if has_cause:
-            role, details["explained_by"] = "symptom", "another finding"
-        out.append(Finding(kind=LOG_SIGNATURE, ranks=tuple(ranks), summary=summary,
-                           evidence=tuple(_where(e) for e in es[:4]), count=len(es), role=role,
-                           seq=seqs[0] if len(seqs) == 1 else None, op=ops[0] if len(ops) == 1 else None,
-                           details=details))
+            details["explained_by"] = "another finding"
+        else:
+            summary += f" No rank can be named from this line alone; {DECIDE}"
+            details["confidence"] = "low"
+        out.append(Finding(kind=LOG_SIGNATURE, ranks=(), summary=summary, evidence=tuple(_where(e) for e in es[:4]),
+                           count=len(es), role=role, details=details))
     return out
 
 
-_PG = re.compile(r"\[PG(?: ID)? (?P<pg>\d+)")
+_SPECIAL = (KV_EXPIRED, KV_UNRECOGNIZED, KV_USAGE)
 
 
-def _c10d_disagreement(events: list[dict[str, Any]], sigs: dict[str, Signature], oom_ranks: set[int]) -> list[Finding]:
-    """c10d watchdog timeouts at the same SeqNum (and process group, when the line names it) but of different
-    OpTypes: the ranks posted different collectives at one position. The minority is the culprit."""
-    sig = sigs.get(C10D_TIMEOUT)
-    at: dict[tuple[str | None, int], dict[int, str]] = defaultdict(dict)
-    for e in events:
-        if e["signature"] != C10D_TIMEOUT or e.get("rank") is None:
-            continue
-        f = _fields(sig, e["text"])
-        if f.get("seq") and f.get("op"):
-            pg = _PG.search(e["text"] or "")
-            at[(pg.group("pg") if pg else None, int(f["seq"]))][int(e["rank"])] = normalize_op(f["op"])
-    out = []
-    for (pg, seq), by_rank in sorted(at.items(), key=lambda kv: (str(kv[0][0]), kv[0][1])):
-        votes = Counter(by_rank.values())
-        if len(votes) < 2:
-            continue
-        (expected, n), *rest = votes.most_common()
-        if rest and rest[0][1] == n:
-            continue  # a tie names no culprit
-        odd = sorted(r for r, op in by_rank.items() if op != expected)
-        ops = sorted({by_rank[r] for r in odd})
-        peers = sorted(r for r, op in by_rank.items() if op == expected)
-        where = f"SeqNum {seq}" + (f" of process group {pg}" if pg is not None else "")
-        summary = (f"c10d watchdog timeouts disagree at {where}: {ranks_text(odd)} timed out in {', '.join(ops)} "
-                   f"where {ranks_text(peers)} timed out in {expected}")
-        if pg is None:
-            summary += " (the log does not name the process group; assuming one communicator)"
-        details: dict[str, Any] = {"source": "log", "confidence": "medium" if pg is not None else "low"}
-        role = "cause"
-        if set(odd) <= oom_ranks:
-            role, details["explained_by"] = "symptom", OOM
-        out.append(Finding(kind=COLLECTIVE_MISMATCH, ranks=tuple(odd), summary=summary, seq=seq,
-                           op=ops[0] if len(ops) == 1 else None, expected_op=expected, waiting_ranks=tuple(peers),
-                           group=f"pg:{pg}" if pg is not None else None, role=role, details=details,
-                           evidence=tuple(f"rank {r}: {op} at SeqNum {seq}" for r, op in sorted(by_rank.items()))))
-    return out
-
-
-def _deaths(events: list[dict[str, Any]], sigs: dict[str, Signature], earlier: Sequence[Finding]) -> list[Finding]:
-    """rank_exited from "died unexpectedly"-style lines the host pass did not already account for."""
-    covered = {r for f in earlier if f.kind == RANK_EXITED for r in f.ranks}
-    died = [e for e in events if sigs.get(e["signature"]) is not None and sigs[e["signature"]].kind == RANK_EXITED
-            and sigs[e["signature"]].severity in ("error", "critical") and e.get("rank") not in covered]
-    if not died:
+def _log_calls(table: Callable[[str], pa.Table]) -> list[dict[str, Any]]:
+    """Collectives rows that came from log lines (few: one per line that gives a position)."""
+    t = table("collectives")
+    if not t.num_rows:
         return []
-    ranks = sorted({e["rank"] for e in died if e.get("rank") is not None})
-    summary = f"{ranks_text(ranks) if ranks else 'a worker'} died: \"{_quote(died[0])}\""
-    return [Finding(kind=RANK_EXITED, ranks=tuple(ranks), summary=summary, evidence=tuple(_where(e) for e in died[:4]),
-                    count=len(died), details={"source": "log", "confidence": "medium"})]
+    src = t.column("source")
+    keep = pc.is_in(src.cast(pa.string()), value_set=pa.array(list(logfacts.SOURCES)))
+    t = t.filter(pc.fill_null(keep, False)).select(["rank", "group", "seq", "op", "state", "source"])
+    return t.to_pylist() if t.num_rows else []
 
 
 def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = (), procs: Processes | None = None,
@@ -312,18 +448,36 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
     sigs = {s.id: s for s in load_catalogue()}
     procs = procs if procs is not None else Processes(table)
     views = {v.rank: v for v in (views if views is not None else rank_views(table, procs)) if v.rank is not None}
-    known = {r for r in procs.ranked()} | {int(e["rank"]) for e in events if e.get("rank") is not None}
-    findings = _kv(events, sigs) + _oom(events, sigs, views, known) + _startup_race(events, sigs, procs)
-    findings += _deaths(events, sigs, earlier)
-    oom_ranks = {r for f in findings if f.kind == OOM for r in f.ranks}
-    findings += _c10d_disagreement(events, sigs, oom_ranks)
-    has_cause = any(f.role == "cause" for f in list(earlier) + findings)
-    return findings + _generic(events, sigs, has_cause, known)
+    calls = _log_calls(table)
+    seen = {int(e["rank"]) for e in events if e.get("rank") is not None}
+    known = seen | set(procs.ranked()) | {int(c["rank"]) for c in calls}
+    known |= set(range(max(known) + 1)) if known else set()
+    w = waiting(events, sigs, calls, views)
+    fs = failures(events, sigs, w)
+    covered = {r for f in earlier if f.kind == RANK_EXITED for r in f.ranks}
+    findings = _kv(events, sigs)
+    for f in failure_findings(fs, w, covered):
+        if f.kind == RANK_EXITED and set(f.ranks) <= covered:
+            continue  # the host pass already has these ranks' exit, from the process table
+        findings.append(f)
+    findings += silent_findings(w, known, seen, fs, bool(calls))
+    died_first = any(f.role == "cause" and f.kind in (OOM, RANK_EXITED) for f in findings)
+    for f in _startup_race(events, sigs, procs):
+        if died_first:  # "Parent process exited" after a worker died: a consequence
+            f = replace(f, role="symptom", details={**f.details, "explained_by": "an earlier failure"})
+        findings.append(f)
+    has_cause = any(f.role == "cause" and f.ranks for f in list(earlier) + findings)
+    if w.ranks and not has_cause:
+        findings.append(undecided(w, known, seen))
+    elif w.ranks and (w.where or w.lines):
+        f = undecided(w, known, seen)
+        findings.append(replace(f, role="symptom", summary=w.text(), details={**f.details, "explained_by": "another finding"}))
+    has_cause = has_cause or any(f.role == "cause" for f in findings)
+    return findings + _generic(events, sigs, has_cause)
 
 
 def log_signatures(ctx: Any) -> list[Finding]:
-    """Analysis pass: catalogued log lines as findings."""
+    """Analysis pass: what log lines say about each rank, judged against every finding before it."""
     if not ctx.table("log_events").num_rows:
         return []
     return log_findings(ctx.table, list(getattr(ctx, "findings", ())), *context_views(ctx))
-

@@ -158,7 +158,7 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
 
     return Verdict(
         kind=primary.kind,
-        culprit_ranks=tuple(sorted(culprits)),
+        culprit_ranks=() if tie else tuple(sorted(culprits)),  # an even split cannot decide: name nobody
         group=primary.group,
         summary="; ".join(parts),
         reason="; ".join(reason) or "the only finding",

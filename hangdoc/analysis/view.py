@@ -27,7 +27,7 @@ REDUCING_OPS = frozenset({"all_reduce", "reduce", "reduce_scatter", "reduce_scat
 P2P_OPS = frozenset({"send", "recv"})
 
 ISSUED, STARTED, COMPLETED, UNKNOWN = 0, 1, 2, 3
-_STATE_CODE = {"issued": ISSUED, "started": STARTED, "completed": COMPLETED, "unknown": UNKNOWN}
+_STATE_CODE = {"issued": ISSUED, "started": STARTED, "timed_out": STARTED, "completed": COMPLETED, "unknown": UNKNOWN}
 _NONE = np.iinfo(np.int64).max
 _NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
 _NUMEL_MASK = (1 << _NUMEL_BITS) - 1
@@ -118,6 +118,12 @@ class CollectiveView:
             if c.members_known:
                 expected.update(c.members)
         return tuple(sorted(expected - set(self.ranks)))
+
+    @cached_property
+    def sources(self) -> frozenset[str]:
+        """Where the rows come from ('flight-recorder', 'c10d-watchdog' ...), read from each pair's last row."""
+        col = self._get(["source"], self.table_rows(self.pair_last_row))["source"]
+        return frozenset(s for s in col.to_pylist() if s)
 
     @cached_property
     def labels(self) -> dict[int, str]:
@@ -649,7 +655,7 @@ def _communicators(
         known = m is not None
         if m is None:
             m = tuple(sorted(set(reporters.get(c, []))))
-            if size_of.get(c, 0) == world and world > len(m):
+            if size_of.get(c, 0) == world and world >= len(m):
                 m, known = tuple(range(world)), True  # a world-sized group: every rank is a member
         specs.append(CommSpec(name=names[gname % n_names], desc=desc_of.get(c), members=m, members_known=known,
                               p2p=gname >= n_names, size=max(size_of.get(c, 0), len(m))))

@@ -16,6 +16,7 @@ import numpy as np
 
 from hangdoc.analysis.model import (
     LAGGING_RANK,
+    OpCall,
     MISSING_RANK,
     ORDER_INVERSION,
     WAIT_CHAIN,
@@ -23,6 +24,7 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.analysis.text import number, plural, ranks_text, verb
 from hangdoc.analysis.view import CollectiveView
+from hangdoc.importers.logfacts import SOURCES as LOG_SOURCES
 
 if TYPE_CHECKING:
     from hangdoc.analysis.pipeline import Context
@@ -100,7 +102,17 @@ def find_lags(view: CollectiveView) -> list[Lag]:
     cand = np.nonzero(~has & eligible[view.pair_comm] & (view.pair_maxseq < maxfront[view.pair_comm]))[0]
     laggers: dict[int, list[tuple[int, int]]] = {}
     for p in cand.tolist():
-        laggers.setdefault(int(view.pair_comm[p]), []).append((int(view.pair_rank[p]), int(view.pair_maxseq[p])))
+        laggers.setdefault(int(view.pair_comm[p]), []).append((int(view.pair_rank[p]), int(view.pair_maxseq[p]), 0))
+    # A member still in a call its peers have completed (they are in flight further on) is behind as well: it
+    # never issued the call they wait in. Only where the members are known to share one communicator.
+    known = np.array([c.members_known for c in view.comms], dtype=bool)
+    if has.any():
+        done_max = np.zeros(n_comms, np.int64)
+        np.maximum.at(done_max, view.pair_comm[has], view.pair_done[has])
+        behind = np.nonzero(has & eligible[view.pair_comm] & known[view.pair_comm]
+                            & (view.pair_front <= done_max[view.pair_comm]))[0]
+        for p in behind.tolist():
+            laggers.setdefault(int(view.pair_comm[p]), []).append((int(view.pair_rank[p]), int(view.pair_front[p]) - 1, 1))
     counts = np.bincount(view.pair_comm, minlength=n_comms)
     for c in np.nonzero(eligible)[0].tolist():
         comm = view.comms[c]
@@ -108,14 +120,14 @@ def find_lags(view: CollectiveView) -> list[Lag]:
             present = set(view.pair_rank[view.comm_pairs(c)].tolist())
             for r in comm.members:
                 if r not in present:
-                    laggers.setdefault(c, []).append((r, 0))
+                    laggers.setdefault(c, []).append((r, 0, 0))
     lags: list[Lag] = []
     for c, items in sorted(laggers.items()):
         ps = view.comm_pairs(c)
         ps = ps[view.pair_front_row[ps] >= 0]
         fronts = view.pair_front[ps]
-        for rank, last in sorted(items):
-            w = ps[fronts > last]
+        for rank, last, in_flight in sorted(items):
+            w = ps[fronts > last + in_flight]  # a member stuck at seq s waits on nobody stuck at s too
             if not w.size:
                 continue
             i = int(np.argmin(view.pair_front[w]))
@@ -277,6 +289,8 @@ def lagging_pass(ctx: "Context") -> list[Finding]:
             continue  # explained by a mismatch, missing altogether, or itself waiting (a symptom)
         by_rank.setdefault(lag.rank, []).append(lag)
     findings = []
+    if view.sources and view.sources <= LOG_SOURCES:
+        by_rank, findings = _most_behind(view, by_rank)
     for rank, lags in sorted(by_rank.items()):
         lags.sort(key=lambda x: (-len(x.waiters), view.comms[x.comm].id))
         main = lags[0]
@@ -317,12 +331,18 @@ def lagging_pass(ctx: "Context") -> list[Finding]:
 
 
 def missing_pass(ctx: "Context") -> list[Finding]:
-    """missing_rank: members of a communicator (or ranks below the world size) that left no rows at all."""
+    """missing_rank: members of a communicator (or ranks below the world size) that left no rows at all.
+
+    From log lines alone (collectives rows of log sources) only members of a communicator whose members are
+    known count, and they are named only when they are fewer than the ranks waiting for them or their logs are
+    in the input: a rank whose log nobody pasted may be as stuck as the rest."""
     view = ctx.collectives
     if view is None or not view.missing_ranks:
         return []
     missing = view.missing_ranks
     g = view.waits
+    if view.sources and view.sources <= LOG_SOURCES:
+        return _silent_in_logs(ctx, view, g)
     ms = set(missing)
     member_of = sorted({c.id for c in view.comms if c.members_known and ms & set(c.members)})
     waiters = sorted({w.waiter for w in g.waits if w.target in ms})
@@ -439,3 +459,89 @@ def wait_chain_pass(ctx: "Context") -> list[Finding]:
         details={"roots": [sorted(r) for r in roots], "direct": direct, "indirect": indirect,
                  "depth": max(g.depth.values()) if g.depth else 0},
     )]
+
+
+def _silent_in_logs(ctx: "Context", view: CollectiveView, g: WaitGraph) -> list[Finding]:
+    """missing_rank from logs: 'ranks 1-3 timed out in all_reduce SeqNum 57; rank 0 of the 4 logged nothing
+    about it: it never entered that call'; or, when the silent ranks cannot be told from ranks whose logs are
+    simply absent, no culprit and what would decide."""
+    members = {r for c in view.comms if c.members_known for r in c.members}
+    missing = tuple(r for r in view.missing_ranks if r in members)
+    if not missing:
+        return []
+    ms = set(missing)
+    lags = [x for x in g.lags if x.rank in ms]
+    if not lags:
+        return []
+    waiters = sorted({w for x in lags for w in x.waiters})
+    events = ctx.table("log_events")
+    seen: set[int] = set()
+    if events.num_rows and "event" in events.column_names:
+        for e, r in zip(events.column("event").to_pylist(), events.column("rank").to_pylist()):
+            if e == "seen" and r is not None:
+                seen.add(int(r))
+    main = max(lags, key=lambda x: len(x.waiters))
+    comm = view.comms[main.comm]
+    call = view.call(main.wait_row)
+    pg = "" if comm.name in ("0", "detail") else f" of process group {comm.name}"
+    waited = f"{ranks_text(main.waiters)} {'is' if len(main.waiters) == 1 else 'are'} in {_op_text(call)} " \
+             f"SeqNum {main.seq}{pg} ({call.state.replace('_', ' ')})"
+    absent = sorted(ms - seen)
+    who = ranks_text(missing)
+    evidence = [f"{view.comms[x.comm].id} SeqNum {x.seq}: {ranks_text(x.waiters)} in {_op_text(view.call(x.wait_row))}; "
+                f"rank {x.rank} logged nothing about it" for x in lags[:8]]
+    evidence.append(f"{len(comm.members)} members: {ranks_text(comm.members)}")
+    if absent:
+        evidence.append(f"no log line at all from {ranks_text(absent)} in the input")
+    if len(missing) < len(waiters) or not absent:
+        summary = (f"{waited}; {who} of the {len(comm.members)} logged nothing about it: "
+                   f"{'it' if len(missing) == 1 else 'they'} never entered that call")
+        if absent:
+            summary += f" (or {'its' if len(absent) == 1 else 'their'} log is not in the input)"
+        return [Finding(kind=MISSING_RANK, ranks=missing, summary=summary, group=comm.id, seq=main.seq,
+                        op=call.label(), evidence=tuple(evidence), waiting_ranks=tuple(waiters), count=len(missing),
+                        details={"source": "log", "silent_ranks": list(missing),
+                                 "confidence": "low" if absent else "medium",
+                                 "clause": f"it logged nothing about SeqNum {main.seq}{pg}"})]
+    summary = (f"{waited}; {who} logged nothing, and {'its' if len(absent) == 1 else 'their'} logs are not in the "
+               f"input: as many ranks are silent as wait, so the evidence cannot say which one the others wait "
+               f"for. Add the logs of {ranks_text(absent)}, or Flight Recorder dumps (TORCH_NCCL_TRACE_BUFFER_SIZE, "
+               f"TORCH_NCCL_DUMP_ON_TIMEOUT=1) of every rank")
+    return [Finding(kind=MISSING_RANK, ranks=(), summary=summary, group=comm.id, seq=main.seq, op=call.label(),
+                    evidence=tuple(evidence), waiting_ranks=tuple(waiters), count=len(missing),
+                    details={"source": "log", "silent_ranks": list(missing), "undecided": True, "confidence": "low"})]
+
+
+def _most_behind(view: CollectiveView, by_rank: dict[int, list[Lag]]) -> tuple[dict[int, list[Lag]], list[Finding]]:
+    """From log lines (NCCL RAS counts, desync reports), a communicator where as many members are behind as are
+    ahead names nobody: the few ahead may as well be the odd ones (an extra call), and the lines do not say."""
+    per_comm: dict[int, set[int]] = {}
+    for rank, lags in by_rank.items():
+        for x in lags:
+            per_comm.setdefault(x.comm, set()).add(rank)
+    out: list[Finding] = []
+    drop: set[int] = set()
+    for c, behind in sorted(per_comm.items()):
+        lags = [x for r in behind for x in by_rank[r] if x.comm == c]
+        ahead = sorted({w for x in lags for w in x.waiters})
+        if len(behind) < len(ahead) or len(behind) < 2:
+            continue
+        drop |= behind
+        main = lags[0]
+        comm = view.comms[c]
+        summary = (f"{ranks_text(ahead)} {'is' if len(ahead) == 1 else 'are'} in {view.call(main.wait_row).label()} "
+                   f"(call {main.seq} of {comm.id}) while {plural(len(behind), 'other member')} stopped before it: "
+                   f"with most of the communicator behind, the evidence cannot say whether they lag or the "
+                   f"{number(len(ahead))} ahead made an extra call. What would decide it: each rank's stack "
+                   f"(py-spy dump --native) or Flight Recorder dumps (TORCH_NCCL_TRACE_BUFFER_SIZE, "
+                   f"TORCH_NCCL_DUMP_ON_TIMEOUT=1)")
+        out.append(Finding(kind=LAGGING_RANK, ranks=(), summary=summary, group=comm.id, seq=main.seq,
+                           op=view.call(main.wait_row).label(), waiting_ranks=tuple(ahead), count=len(behind),
+                           evidence=(f"behind: {ranks_text(behind)}", f"ahead: {ranks_text(ahead)}"),
+                           details={"source": "log", "undecided": True, "behind": sorted(behind), "confidence": "low"}))
+    return {r: ls for r, ls in by_rank.items() if r not in drop}, out
+
+
+def _op_text(call: OpCall) -> str:
+    """'all_reduce numel=8', or 'a collective' when the lines did not say which."""
+    return call.label() if call.op != "unknown" else "a collective"

@@ -103,6 +103,7 @@ _STATES: dict[str, str] = {
     "running": "started",
     "inprogress": "started",
     "active": "started",
+    "timedout": "timed_out",
     "completed": "completed",
     "complete": "completed",
     "done": "completed",

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from hangdoc.capture.logs import read_tail, scan_logs, scan_text
+from hangdoc.capture.logs import read_tail, scan_logs
 from hangdoc.errors import InputError
 from hangdoc.signatures import load_catalogue, match_line, parse_catalogue
 
@@ -35,16 +35,18 @@ def test_catalogue_matches_each_real_line_and_nothing_else():
     for sig_id, line in REAL_LINES.items():
         assert [s.id for s in match_line(line, catalogue)] == [sig_id], sig_id
     assert match_line("INFO 05-12 10:00:00 Avg prompt throughput: 120.0 tokens/s", catalogue) == []
-    kinds = {s.id: s.kind for s in catalogue}
-    assert kinds["cuda_oom"] == "oom" and kinds["nixl_expired_kv_blocks"] == "kv_transfer_stranded"
+    events = {s.id: s.event for s in catalogue}
+    assert events["cuda_oom"] == "oom" and events["c10d_watchdog_timeout"] == "timeout"
 
 
 def test_bad_catalogue_entries_are_input_errors(tmp_path):
-    good = {"id": "x", "regex": "a", "severity": "error", "kind": "log_signature", "meaning": "m"}
+    good = {"id": "x", "regex": "a", "severity": "error", "event": "other", "kind": "log_signature", "meaning": "m"}
     with pytest.raises(InputError, match="bad regex"):
         parse_catalogue({"signatures": [{**good, "regex": "("}]})
     with pytest.raises(InputError, match="severity"):
         parse_catalogue({"signatures": [{**good, "severity": "loud"}]})
+    with pytest.raises(InputError, match="event"):
+        parse_catalogue({"signatures": [{**good, "event": "blame"}]})
     with pytest.raises(InputError, match="duplicate"):
         parse_catalogue({"signatures": [good, good]})
     path = tmp_path / "cat.json"
@@ -52,35 +54,51 @@ def test_bad_catalogue_entries_are_input_errors(tmp_path):
     assert [s.id for s in load_catalogue(path)] == ["x"]
 
 
-def test_scan_text_context_line_numbers_and_ranks():
+def _scan(tmp_path, name: str, text: str, procs=(), **kw):
+    path = tmp_path / name
+    path.write_text(text)
+    scan = scan_logs([str(path)], list(procs), "h", **kw)
+    rows = [e for e in scan.output.tables["log_events"].to_pylist() if e["event"] != "seen"]
+    return scan, rows
+
+
+def test_capture_attributes_lines_as_the_importer_does(tmp_path):
     lines = [f"INFO step {i}" for i in range(10)]
     lines[5] = REAL_LINES["c10d_watchdog_timeout"]
     lines[8] = "(Worker_DP1_TP2 pid=4242) " + REAL_LINES["nccl_warn"]
     lines[9] = "[2025-05-12 10:41:09 DP0 TP3] " + REAL_LINES["cuda_oom"]
-    rows, notes = scan_text("\n".join(lines), "w.log", "h", load_catalogue(), sizes={"tp": 4})
-    assert notes == []
-    assert [(r["signature"], r["line_no"], r["rank"], r["pid"]) for r in rows] == [
-        ("c10d_watchdog_timeout", 6, 3, None),
-        ("nccl_warn", 9, 6, 4242),  # DP1 x TP4 + TP2
-        ("cuda_oom", 10, 3, None),
+    procs = [{"pid": 9, "title": "VLLM::Worker_DP0_TP3", "cmdline": []}]  # the live titles give TP size 4
+    scan, rows = _scan(tmp_path, "w.log", "\n".join(lines), procs)
+    assert [(r["signature"], r["line_no"], r["rank"], r["pid"], r["event"]) for r in rows] == [
+        ("c10d_watchdog_timeout", 6, 3, None, "timeout"),
+        ("nccl_warn", 9, 6, 4242, "other"),  # DP1 x TP4 + TP2
+        ("cuda_oom", 10, 3, None, "oom"),
     ]
-    assert rows[0]["context"] == ["INFO step 2", "INFO step 3", "INFO step 4", "INFO step 6", "INFO step 7",
-                                  lines[8]]
-    assert rows[2]["context"] == lines[6:9]  # nothing after the last line
-    assert rows[2]["t"] is not None and rows[0]["t"] is None
-    assert rows[0]["severity"] == "error"
+    assert rows[0]["context"] == []  # the lines before are not rank 3's
+    assert rows[2]["context"] == ["INFO step 4", "INFO step 6", "INFO step 7"]
+    assert rows[2]["t"] is not None and rows[0]["t"] is not None  # torch's glog prefix has a time
+    # the watchdog line is also a collective position: rank 3 timed out in all_reduce call 1123
+    calls = scan.output.tables["collectives"].to_pylist()
+    assert [(c["rank"], c["seq"], c["op"], c["state"], c["source"]) for c in calls] == [
+        (3, 1123, "all_reduce", "timed_out", "c10d-watchdog")]
 
 
-def test_scan_text_owner_and_pid_ranks():
-    rows, _ = scan_text(REAL_LINES["nccl_warn"], "out", "h", load_catalogue(), pid_ranks={77: 5}, owner_pid=77)
-    assert (rows[0]["pid"], rows[0]["rank"]) == (77, 5)
+def test_a_live_process_table_gives_ranks_to_its_stdout_lines(tmp_path):
+    procs = [{"pid": 77, "global_rank": 5, "cmdline": [], "stdout_path": str(tmp_path / "out")}]
+    (tmp_path / "out").write_text(REAL_LINES["cuda_oom"] + "\n")
+    rows = [e for e in scan_logs([], procs, "h").output.tables["log_events"].to_pylist() if e["event"] != "seen"]
+    assert [(r["pid"], r["rank"]) for r in rows] == [(77, 5)]
 
 
-def test_many_matches_are_capped_with_a_note():
-    text = "\n".join([REAL_LINES["nccl_warn"]] * 450)
-    rows, notes = scan_text(text, "f", "h", load_catalogue())
+def test_many_matches_are_capped_with_a_note(tmp_path):
+    scan, rows = _scan(tmp_path, "f", "\n".join([REAL_LINES["nccl_warn"]] * 450))
     assert len(rows) == 200 and rows[-1]["line_no"] == 450 and rows[99]["line_no"] == 100
-    assert "450 lines match nccl_warn" in notes[0]
+    assert any("450 lines match nccl_warn" in n for n in scan.output.notes)
+
+
+def test_prose_next_to_the_logs_is_skipped(tmp_path):
+    scan, rows = _scan(tmp_path, "README.md", "We saw this:\n\n```\n" + REAL_LINES["cuda_oom"] + "\n```\n")
+    assert rows == [] and any("README.md: skipped" in n for n in scan.output.notes)
 
 
 def test_read_tail_starts_at_a_line_boundary(tmp_path):
@@ -102,7 +120,7 @@ def test_scan_logs_globs_tails_and_stdout_files(tmp_path):
               "stderr_path": str(out_file)}]
     patterns = [str(tmp_path / "*.log"), str(tmp_path / "blob.bin"), str(tmp_path / "nope*.log"), str(out_file)]
     scan = scan_logs(patterns, procs, "h", max_bytes=300)
-    events = scan.output.tables["log_events"].to_pylist()
+    events = [e for e in scan.output.tables["log_events"].to_pylist() if e["event"] != "seen"]
     got = sorted((e["file"].rsplit("/", 1)[-1], e["signature"], e["rank"], e["pid"], e["line_no"]) for e in events)
     assert got == [
         # tail only: no line numbers; an engine's prefix names its pid but no rank

@@ -13,7 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from hangdoc.analysis.model import (
-    COLLECTIVE_MISMATCH, KV_TRANSFER_STRANDED, LAGGING_RANK, OOM, ORPHANED_PROCESS, RANK_EXITED, STUCK_IN_TEARDOWN,
+    COLLECTIVE_MISMATCH, KV_TRANSFER_STRANDED, LAGGING_RANK, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED,
+    STUCK_IN_TEARDOWN,
 )
 from hangdoc.analysis.pipeline import diagnose
 from hangdoc.cli import app
@@ -67,8 +68,37 @@ def test_seed003_rank0_ooms_in_warmup_and_peers_wait_for_a_collective_it_never_i
     assert oom.kind == OOM and oom.waiting_ranks == (1, 2, 3)
     assert "rank 0 ran out of GPU memory in warm-up" in v.summary and "ranks 1-3 wait in all_reduce" in v.summary
     assert "never issued" in v.summary
-    hang = [f for f in d.findings if f.details.get("signature") == "trtllm_hang_detected"]
-    assert hang and hang[0].role == "symptom" and hang[0].ranks == (1, 2, 3)
+    waits = [f for f in d.findings if f.kind == LOG_SIGNATURE and f.role == "symptom" and f.waiting_ranks]
+    assert waits and {1, 2, 3} <= set(waits[0].waiting_ranks) and waits[0].ranks == ()  # waiters, never culprits
+
+
+def test_seed003_from_the_trtllm_log_alone() -> None:
+    d = verdict_of(FIXTURES / "seed003-trtllm-oom" / "trtllm-serve-ctx.log")
+    v = d.verdict
+    assert v.kind == OOM and v.culprit_ranks == (0,)
+    assert "rank 0 ran out of GPU memory in warm-up" in v.summary and "ranks 1-3" in v.summary
+    # rank 0's later CUDA error has no time: it cannot be placed before the OOM, so it is not a second cause
+    assert all(f.role == "symptom" for f in d.findings if f.kind == RANK_EXITED)
+
+
+def test_seed003_with_torch_watchdog_lines_from_the_waiting_ranks(tmp_path: Path) -> None:
+    """One TRT-LLM file with rank 0's OOM and three torch logs that time out: the mix that used to crash the
+    log pass into no_fault_found."""
+    (tmp_path / "rank0.log").write_text(
+        "[04/18/2026-14:02:14] [TRT-LLM] [RANK 0] [W] Skipping warmup for 32784 tokens: torch.OutOfMemoryError: "
+        "CUDA out of memory. Tried to allocate 7.50 GiB.\n")
+    for r in (1, 2, 3):
+        (tmp_path / f"rank{r}.log").write_text(
+            f"[rank{r}]:[E418 14:07:12.123456789 ProcessGroupNCCL.cpp:632] [Rank {r}] Watchdog caught collective "
+            f"operation timeout: WorkNCCL(SeqNum=57, OpType=ALLREDUCE, NumelIn=4096, NumelOut=4096, "
+            f"Timeout(ms)=300000) ran for 300012 milliseconds before timing out.\n"
+            f"[rank{r}]:[E418 14:07:12.223456789 ProcessGroupNCCL.cpp:2168] [PG ID 0 PG GUID 0(default_pg) Rank {r}] "
+            f"failure detected by watchdog at work sequence id: 57 PG status: last enqueued work: 57, last "
+            f"completed work: 56\n")
+    d = verdict_of(tmp_path)
+    assert not any("failed" in n for n in d.notes)
+    assert d.verdict.kind == OOM and d.verdict.culprit_ranks == (0,)
+    assert "ranks 1-3 timed out in all_reduce SeqNum 57, a call it never issued" in d.verdict.summary
 
 
 def test_seed004_parent_exits_before_workers_finish_starting() -> None:

@@ -47,7 +47,7 @@ REAL = [
      "work: -1", {"seq": "1", "enqueued": "1", "completed": "-1"}),
     ("c10d_dump_signal", "[rank0]:[E810 03:04:11.562692551 ProcessGroupNCCL.cpp:1858] [PG ID 0 PG GUID 0(default_pg) "
      "Rank 0] Received a dump signal due to a collective timeout from  rank 1 and we will try our best to dump the "
-     "debug info.", {"from_rank": "1"}),
+     "debug info.", {"worker_rank": "1"}),  # about rank 1's timeout, not its printer
     ("c10d_watchdog_stuck", "[rank2]:[E1229 20:29:13.091296956 ProcessGroupNCCL.cpp:1484] [PG ID 0 PG GUID "
      "0(default_pg) Rank 2] ProcessGroupNCCL's watchdog got stuck for 480 seconds without making progress in "
      "monitoring enqueued collectives.", {"seconds": "480"}),
@@ -75,7 +75,10 @@ REAL = [
      {"seconds": "300"}),
     ("torchrun_child_failed", "E0101 12:00:00.123000 140 torch/distributed/elastic/multiprocessing/api.py:869] failed "
      "(exitcode: -9) local_rank: 3 (pid: 12345) of binary: /usr/bin/python3",
-     {"exitcode": "-9", "worker_rank": "3", "worker_pid": "12345"}),
+     {"exitcode": "-9", "local_rank": "3", "worker_pid": "12345"}),  # a local rank: not about global rank 3
+    ("fatal_signal", "  traceback : Signal 6 (SIGABRT) received by PID 3346290", {"signal": "SIGABRT", "signal_no": "6"}),
+    ("nccl_connection_closed", "node-3:1203:1290 [1] misc/socket.cc:50 NCCL WARN socketProgress: Connection closed by "
+     "localRank 2", {"local_rank": "2"}),
     ("nixl_expired_kv_blocks", "(EngineCore_DP0 pid=3747544) WARNING 09-24 16:35:21 [nixl_connector.py:1048] Releasing "
      "expired KV blocks for request cmpl-3da205a6-1c3c-41b5-aeaa-b8421e81fd5c-0 which were retrieved by 0 decode "
      "worker(s) within 120 seconds.",

@@ -1,10 +1,20 @@
-"""Log findings on hand-built log_events: KV leak, OOM that strands peers, start-up race, generic signatures."""
+"""Log evidence on hand-built rows: who waits, who failed first, who stayed silent, and when nobody can be named.
+
+The rules: a rank that logged a timeout (or is in a collective) is a waiter and never the culprit; the cause is
+a member that failed (OOM, exception, exit, signal) before it waited, logged a lower SeqNum, or logged nothing
+where its peers wait; a failure after the rank began waiting, or after every waiter timed out, is a symptom;
+when the evidence cannot decide, no rank is named and the finding says what would decide.
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from hangdoc.analysis import logs
-from hangdoc.analysis.model import KV_TRANSFER_STRANDED, LOG_SIGNATURE, OOM, ORPHANED_PROCESS, RANK_EXITED, Finding
+from hangdoc.analysis.model import (
+    COLLECTIVE_MISMATCH, KV_TRANSFER_STRANDED, LAGGING_RANK, LOG_SIGNATURE, MISSING_RANK, OOM, ORPHANED_PROCESS,
+    RANK_EXITED, Finding,
+)
+from hangdoc.analysis.pipeline import diagnose
 from hangdoc.bundle import Bundle
 from hangdoc.schema import table_from_rows
 
@@ -18,8 +28,26 @@ def bundle(events: list[dict[str, Any]], **tables: list[dict[str, Any]]) -> Bund
     return b
 
 
-def ev(signature: str, text: str, rank: int | None = None, t: float | None = None, pid: int | None = None) -> dict:
-    return {"signature": signature, "text": text, "rank": rank, "t": t, "pid": pid}
+def ev(signature: str, text: str, rank: int | None = None, t: float | None = None, pid: int | None = None,
+       event: str | None = None) -> dict:
+    return {"signature": signature, "text": text, "rank": rank, "t": t, "pid": pid, "event": event}
+
+
+def timeout(rank: int, t: float | None = None, seq: int = 212) -> dict:
+    return ev("c10d_watchdog_timeout", f"[rank{rank}]:[E418 14:07:12.4 ProcessGroupNCCL.cpp:632] [Rank {rank}] Watchdog "
+              f"caught collective operation timeout: WorkNCCL(SeqNum={seq}, OpType=ALLREDUCE, NumelIn=8, NumelOut=8, "
+              f"Timeout(ms)=300000) ran for 300010 milliseconds before timing out.", rank=rank, t=t)
+
+
+def seen(rank: int) -> dict:
+    return ev("rank_seen", f"[rank{rank}]: hello", rank=rank, event="seen")
+
+
+def call(rank: int, seq: int, op: str = "all_reduce", state: str = "timed_out", group: str = "0",
+         size: int | None = 4, numel: int = 8) -> dict:
+    """A collectives row as the log importer writes one for a c10d watchdog line."""
+    return {"rank": rank, "group": group, "group_size": size, "seq": seq, "op": op, "in_numel": numel,
+            "out_numel": numel, "state": state, "source": "c10d-watchdog"}
 
 
 def expired(rid: str, seconds: int = 480, consumers: int = 0) -> dict:
@@ -46,28 +74,101 @@ def test_kv_leak_counts_distinct_stranded_requests_lease_and_siblings() -> None:
     assert [f.role for f in shm] == ["symptom"]
 
 
-def test_oom_rank_is_named_and_peers_that_time_out_after_it_wait_for_it() -> None:
+def test_the_rank_that_failed_first_is_the_cause_and_the_ranks_that_timed_out_wait_for_it() -> None:
     oom = ev("cuda_oom", "[TRT-LLM] [RANK 0] [E] torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 7.50 "
-             "GiB. GPU 0 has a total capacity of 139.81 GiB", rank=0, t=100.0)
-    waits = [ev("c10d_watchdog_timeout", f"[rank{r}]:[E418 14:07:12.4 ProcessGroupNCCL.cpp:632] [Rank {r}] Watchdog "
-                f"caught collective operation timeout: WorkNCCL(SeqNum=212, OpType=ALLREDUCE, NumelIn=8, NumelOut=8, "
-                f"Timeout(ms)=300000) ran for 300010 milliseconds before timing out.", rank=r, t=400.0)
-             for r in (1, 2, 3)]
-    found = {f.kind: f for f in logs.log_findings(bundle([oom] + waits).table)}
+             "GiB. GPU 0 has a total capacity of 139.81 GiB", rank=0, t=50.0)
+    events = [oom] + [timeout(r, t=400.0) for r in (1, 2, 3)]
+    found = {f.kind: f for f in logs.log_findings(bundle(events, collectives=[call(r, 212) for r in (1, 2, 3)]).table)}
     f = found[OOM]
-    assert f.ranks == (0,) and f.waiting_ranks == (1, 2, 3) and f.seq == 212 and f.expected_op == "all_reduce"
-    assert f.summary == ("rank 0 ran out of GPU memory (OutOfMemoryError: CUDA out of memory. Tried to allocate 7.50 "
-                         "GiB) and went on without it; ranks 1-3 wait in all_reduce (c10d SeqNum 212) that it never "
-                         "issued")
-    c10d = found[LOG_SIGNATURE]
-    assert c10d.role == "symptom" and c10d.seq == 212 and c10d.op == "all_reduce" and c10d.ranks == (1, 2, 3)
+    assert f.ranks == (0,) and f.waiting_ranks == (1, 2, 3) and f.role == "cause"
+    assert f.summary.startswith("rank 0 ran out of GPU memory at 00:00:50 (OutOfMemoryError: CUDA out of memory. "
+                                "Tried to allocate 7.50 GiB) and went on; ranks 1-3 then timed out in all_reduce "
+                                "SeqNum 212, a call it never issued")
+    waits = found[LOG_SIGNATURE]
+    assert waits.role == "symptom" and waits.ranks == () and waits.waiting_ranks == (1, 2, 3)
 
 
-def test_timeouts_before_the_oom_do_not_make_peers_wait_for_it() -> None:
-    oom = ev("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory.", rank=0, t=500.0)
-    early = ev("trtllm_hang_detected", "[TRT-LLM] [RANK 1] [E] Hang detected after 300 seconds.", rank=1, t=100.0)
-    f = next(f for f in logs.log_findings(bundle([oom, early]).table) if f.kind == OOM)
-    assert f.waiting_ranks == () and "rank 1 logged no out-of-memory error" in f.summary
+def test_a_waiters_own_failure_after_it_began_waiting_is_a_symptom() -> None:
+    # rank 1 waited from t=100 (400 - 300 s); its SIGABRT at 401 is the watchdog tearing it down
+    events = [timeout(0, t=400.0), timeout(1, t=400.0),
+              ev("fatal_signal", "traceback : Signal 6 (SIGABRT) received by PID 7", rank=1, t=401.0)]
+    found = logs.log_findings(bundle(events).table)
+    exits = [f for f in found if f.kind == RANK_EXITED]
+    assert exits and exits[0].role == "symptom" and "after it had started waiting" in exits[0].summary
+    assert not [f for f in found if f.role == "cause" and f.ranks]
+
+
+def test_a_death_after_every_waiter_timed_out_is_teardown_not_the_cause() -> None:
+    events = [timeout(1, t=400.0), timeout(2, t=400.0), seen(0),
+              ev("torchrun-failure", "torchrun: rank 0 (local_rank 0, pid 5) on n1 failed at 1970-01-01_00:07:00: "
+                 "exit code 1", rank=0, t=420.0, event="exited")]
+    found = logs.log_findings(bundle(events).table)
+    (f,) = [f for f in found if f.kind == RANK_EXITED]
+    assert f.role == "symptom" and "torn down" in f.summary
+
+
+def test_of_two_failures_the_earlier_is_the_cause() -> None:
+    events = [ev("cuda_error", "RuntimeError: CUDA error: an illegal memory access was encountered", rank=3, t=10.0),
+              ev("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory.", rank=1, t=20.0),
+              timeout(0, t=400.0), timeout(2, t=400.0)]
+    found = logs.log_findings(bundle(events).table)
+    causes = [f for f in found if f.role == "cause"]
+    assert [(f.kind, f.ranks) for f in causes] == [(RANK_EXITED, (3,))]
+    assert next(f for f in found if f.kind == OOM).role == "symptom"
+
+
+def test_silent_member_of_a_known_group_is_named_as_never_entering_the_call() -> None:
+    rows = [call(r, 1132079) for r in (1, 2, 3)]
+    d = diagnose(bundle([timeout(r, seq=1132079) for r in (1, 2, 3)] + [seen(r) for r in range(4)],
+                        collectives=rows))
+    assert d.verdict.kind == MISSING_RANK and d.verdict.culprit_ranks == (0,)
+    assert ("ranks 1, 2, 3 are in all_reduce numel=8 SeqNum 1132079 (timed out); rank 0 of the 4 logged nothing "
+            "about it: it never entered that call") in d.verdict.summary
+
+
+def test_silent_ranks_as_many_as_the_waiters_and_absent_from_the_input_are_not_named() -> None:
+    rows = [call(r, 77, size=4) for r in (0, 1)]
+    d = diagnose(bundle([timeout(r, seq=77) for r in (0, 1)] + [seen(0), seen(1)], collectives=rows))
+    assert d.verdict.culprit_ranks == ()
+    assert "Add the logs of ranks 2, 3" in d.verdict.summary
+
+
+def test_a_member_at_a_lower_seqnum_is_behind_its_peers() -> None:
+    rows = [call(r, 12) for r in (0, 1, 3)] + [call(2, 10)]
+    d = diagnose(bundle([timeout(r, seq=12) for r in (0, 1, 3)] + [timeout(2, seq=10)], collectives=rows))
+    assert d.verdict.kind == LAGGING_RANK and d.verdict.culprit_ranks == (2,)
+
+
+def test_different_ops_at_one_seqnum_are_aligned_like_any_trace() -> None:
+    rows = [call(0, 412, op="all_gather")] + [call(r, 412) for r in (1, 2, 3)]
+    d = diagnose(bundle([timeout(r, seq=412) for r in range(4)], collectives=rows))
+    assert d.verdict.kind == COLLECTIVE_MISMATCH and d.verdict.culprit_ranks == (0,)
+
+
+def test_waiters_with_nobody_to_blame_name_no_rank_and_say_what_would_decide() -> None:
+    (f,) = logs.log_findings(bundle([ev("sglang_watchdog_timeout", "[2025-04-03 20:06:34 DP1 TP0] Watchdog timeout "
+                                        "(self.watchdog_timeout=300)", rank=4)]).table)
+    assert f.kind == LOG_SIGNATURE and f.role == "cause" and f.ranks == () and f.waiting_ranks == (4,)
+    assert "TORCH_NCCL_TRACE_BUFFER_SIZE" in f.summary and "TORCH_NCCL_DESYNC_DEBUG=1" in f.summary
+    d = diagnose(bundle([timeout(r) for r in (0, 1)]))
+    assert d.verdict.culprit_ranks == ()
+
+
+def test_ranks_whose_logs_show_no_wait_are_named_when_others_report_one() -> None:
+    events = [ev("trtllm_hang_detected", f"[TRT-LLM] [RANK {r}] [E] Hang detected after 300 seconds.", rank=r, t=400.0)
+              for r in (1, 2, 3)] + [seen(0)]
+    (f, *_) = logs.log_findings(bundle(events).table)
+    assert f.kind == LAGGING_RANK and f.ranks == (0,) and f.waiting_ranks == (1, 2, 3)
+    assert "rank 0 of the 4 did not" in f.summary
+
+
+def test_parent_exit_after_a_worker_died_is_a_symptom_of_that_death() -> None:
+    events = [ev("cuda_error", "RuntimeError: CUDA error: an illegal memory access was encountered", rank=1, t=5.0),
+              ev("vllm_parent_exited", "(Worker_TP0 pid=11) INFO 03-06 12:01:22 [multiproc_executor.py:793] Parent "
+                 "process exited, terminating worker queues", rank=0, pid=11, t=9.0)]
+    found = logs.log_findings(bundle(events).table)
+    assert next(f for f in found if f.kind == RANK_EXITED).role == "cause"
+    assert next(f for f in found if f.kind == ORPHANED_PROCESS).role == "symptom"
 
 
 def test_parent_exit_with_startup_failures_is_a_startup_race() -> None:
@@ -102,36 +203,8 @@ def test_worker_death_lines_become_rank_exited_unless_already_found() -> None:
     assert logs.log_findings(bundle([died]).table, earlier) == []
 
 
-def test_lone_signature_without_cause_stays_a_cause_candidate() -> None:
-    (f,) = logs.log_findings(bundle([ev("sglang_watchdog_timeout", "[2025-04-03 20:06:34 DP1 TP0] Watchdog timeout "
-                                        "(self.watchdog_timeout=300)", rank=4)]).table)
-    assert f.kind == LOG_SIGNATURE and f.role == "cause" and f.ranks == (4,)
-    assert f.summary.startswith("rank 4: sglang watchdog timeout x1, after 300 s: An SGLang process")
-
-
-def c10d(rank: int, seq: int, op: str, pg: str = "") -> dict:
-    return ev("c10d_watchdog_timeout", f"[rank{rank}]:[E418 14:07:12.4 ProcessGroupNCCL.cpp:632] {pg}[Rank {rank}] "
-              f"Watchdog caught collective operation timeout: WorkNCCL(SeqNum={seq}, OpType={op}, NumelIn=8, "
-              f"NumelOut=8, Timeout(ms)=600000) ran for 600010 milliseconds before timing out.", rank=rank)
-
-
-def test_watchdog_timeouts_of_different_ops_at_one_seqnum_name_the_minority() -> None:
-    events = [c10d(0, 412, "ALLGATHER")] + [c10d(r, 412, "ALLREDUCE") for r in (1, 2, 3)]
-    found = logs.log_findings(bundle(events).table)
-    mismatch = next(f for f in found if f.kind == "collective_mismatch")
-    assert mismatch.ranks == (0,) and mismatch.waiting_ranks == (1, 2, 3) and mismatch.seq == 412
-    assert (mismatch.op, mismatch.expected_op) == ("all_gather", "all_reduce") and mismatch.role == "cause"
-    assert "assuming one communicator" in mismatch.summary and mismatch.details["confidence"] == "low"
-    # different process groups at the same SeqNum are not compared
-    pgs = [c10d(0, 5, "ALLGATHER", "[PG ID 1 PG GUID 1(TP) Rank 0] "), c10d(1, 5, "ALLREDUCE", "[PG ID 2 PG GUID 2 Rank 1] ")]
-    assert not [f for f in logs.log_findings(bundle(pgs).table) if f.kind == "collective_mismatch"]
-
-
-def test_a_mismatch_caused_by_an_oom_skip_is_its_symptom_and_silent_ranks_are_named() -> None:
-    oom = ev("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory.", rank=0, t=1.0)
-    events = [oom, c10d(0, 9, "ALLGATHER")] + [c10d(r, 9, "ALLREDUCE") for r in (1, 2)]
-    found = {f.kind: f for f in logs.log_findings(bundle(events).table)}
-    assert found["collective_mismatch"].role == "symptom" and found[OOM].waiting_ranks == (1, 2)
-    quiet = logs.log_findings(bundle([c10d(r, 9, "ALLREDUCE") for r in (1, 2, 3)],
-                                     processes=[{"pid": 10 + r, "global_rank": r} for r in range(4)]).table)
-    assert "No such line from rank 0." in quiet[0].summary and quiet[0].details["silent_ranks"] == [0]
+def test_a_catalogued_line_names_no_rank_by_itself() -> None:
+    found = logs.log_findings(bundle([ev("nccl_warn", "node-15:3408431:3408790 [2] NCCL WARN Call to ibv_reg_mr failed",
+                                         rank=2)]).table)
+    (f,) = found
+    assert f.kind == LOG_SIGNATURE and f.ranks == () and f.details["printed_by"] == [2]
