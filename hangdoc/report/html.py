@@ -34,6 +34,7 @@ from hangdoc.report.condense import (
     divergence_finding,
     explanation,
     finding_facts,
+    identity,
     natural_key,
     ordered_groups,
     rank_name,
@@ -645,6 +646,7 @@ def render(d: Diagnosis) -> str:
     if d.gpus:
         sections.append(f'<section id="gpus"><h2>GPUs</h2>{gpus_html(d.gpus)}</section>')
     culprit_tags = "".join(f'<span class="tag culprit" data-culprit="{r}">{_e(rank_name(r, d.rank_labels))}</span>'
+                           + (f'<span class="muted">{_e(identity(r, d))}</span> ' if identity(r, d) else "")
                            for r in culprits(d))
     more = explanation(d)
     md = markdown.render(d)

@@ -177,6 +177,7 @@ def _stack_table(d: Diagnosis) -> str:
 
 def _stack(d: Diagnosis, c: StackClass) -> str:
     head = f"**{_md(stack_members(c, d.rank_labels, None))}**: {_md(c.what)}, {_md(c.progress)}"
+    head += (", odd one out" if c.odd else "") + (f", via `{_code(c.branch)}`" if c.branch else "")
     frames = [_line(f) for f in c.frames] or ["(no frames)"]
     return "\n".join([head, "", "```text", *frames, "```", ""]) + "\n"
 
