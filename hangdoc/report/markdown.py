@@ -25,7 +25,7 @@ from hangdoc.report.condense import (
     stack_members,
     verdict_finding,
 )
-from hangdoc.analysis.text import plural
+from hangdoc.analysis.text import clip, plural
 from hangdoc.report.jsonreport import json_ready
 
 LIMIT = 60_000  # GitHub allows 65536 characters per comment; leave room for a line of the user's own
@@ -314,5 +314,4 @@ def _code(text: object) -> str:
 
 
 def _line(text: object) -> str:
-    s = str(text).replace("```", "'''").replace("\n", " ")
-    return s if len(s) <= LINE_CHARS else s[:LINE_CHARS] + " ..."
+    return clip(str(text).replace("```", "'''").replace("\n", " "), LINE_CHARS)
