@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GroupView
+from hangdoc.analysis.model import NO_FAULT_FOUND, STACK_DIVERGENCE, Diagnosis, Finding, GroupView
 from hangdoc.analysis.text import rank_ranges
 from hangdoc.report.condense import (
     call_classes,
@@ -179,8 +179,10 @@ def _other_causes(d: Diagnosis, causes: list[Finding]) -> Group:
     for f in causes[:MAX_ROWS]:
         kind = f.kind if f.count <= 1 else f"{f.kind} x{f.count}"
         where = f" on {f.group}" if f.group else ""
+        # a stack divergence is the stack classes above, said again: point there instead
+        summary = "the stacks differ (see Stacks above)" if f.kind == STACK_DIVERGENCE and d.stacks else f.summary
         out.append(_indented(Text.assemble((kind, "bold"), f"{where}, {ranks_phrase(f.ranks, d.rank_labels, 6)}: ",
-                                           f.summary), 2))
+                                           summary), 2))
     if len(causes) > MAX_ROWS:
         out.append(_indented(Text(f"... {len(causes) - MAX_ROWS} more", style=DIM), 2))
     return Group(*out, Text(""))
