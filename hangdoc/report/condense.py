@@ -24,7 +24,6 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.analysis.text import counted_kinds, rank_ranges
 
-
 KINDS = frozenset(v for k, v in vars(model).items() if k.isupper() and isinstance(v, str))
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView, StackClass
+from hangdoc.analysis.text import clip, plural
 from hangdoc.report.condense import (
     call_classes,
     class_seqs,
@@ -25,7 +26,6 @@ from hangdoc.report.condense import (
     stack_members,
     verdict_finding,
 )
-from hangdoc.analysis.text import clip, plural
 from hangdoc.report.jsonreport import json_ready
 
 LIMIT = 60_000  # GitHub allows 65536 characters per comment; leave room for a line of the user's own
