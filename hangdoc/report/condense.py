@@ -51,6 +51,11 @@ def identity(rank: int, d: Diagnosis) -> str:
     return f"pid {p.pid}" + (f" on {p.host}" if p.host else "") + (f", {p.title}" if p.title else "")
 
 
+def stack_count(d: Diagnosis) -> str:
+    """'1 class', '3 classes'."""
+    return f"{len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'}"
+
+
 def stack_members(cls: StackClass, labels: Mapping[int, str], max_parts: int | None = 6) -> str:
     """'ranks 1-3 (pids 51208-51210)', 'rank 0 (TP rank 0, pid 51207)', 'pid 11443 (python), thread worker'."""
     pids = sorted({m.pid for m in cls.members if m.pid is not None})

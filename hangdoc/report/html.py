@@ -41,6 +41,7 @@ from hangdoc.report.condense import (
     ranks_phrase,
     seq_key,
     sentence,
+    stack_count,
     stack_members,
     swap_findings,
     verdict_finding,
@@ -576,7 +577,7 @@ def _stacks_html(d: Diagnosis) -> str:
                      f'{" (odd one out)" if c.odd else ""}{via}</p><pre>{_e(chr(10).join(c.frames))}</pre></li>')
     more = (f'<p class="muted">{len(d.stacks) - MAX_STACKS} more classes: see the JSON report.</p>'
             if len(d.stacks) > MAX_STACKS else "")
-    return (f'<details open id="stacks"><summary>Stacks ({len(d.stacks)} classes)</summary>'
+    return (f'<details open id="stacks"><summary>Stacks ({stack_count(d)})</summary>'
             f'<ol class="stacks">{"".join(items)}</ol>{more}</details>')
 
 

@@ -23,6 +23,7 @@ from hangdoc.report.condense import (
     rank_name,
     ranks_phrase,
     sentence,
+    stack_count,
     stack_members,
     verdict_finding,
 )
@@ -48,7 +49,7 @@ def render(d: Diagnosis, limit: int = LIMIT) -> str:
         doc.details(f"Evidence ({plural(len(main.evidence), 'line')})", "```text\n",
                     [_line(e) + "\n" for e in main.evidence], "```\n", share=0.2)
     if d.stacks:
-        doc.details(f"Stacks ({len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'})", "",
+        doc.details(f"Stacks ({stack_count(d)})", "",
                     [_stack(d, c) for c in d.stacks], "", share=0.2)
     if d.findings:
         doc.details(f"Findings ({len(d.findings)})", "", [_finding(d, i, f) for i, f in enumerate(d.findings, 1)], "",

@@ -26,6 +26,7 @@ from hangdoc.report.condense import (
     ordered_groups,
     rank_name,
     ranks_phrase,
+    stack_count,
     stack_members,
     swap_findings,
     symptom_lines,
@@ -159,7 +160,7 @@ def _swaps(d: Diagnosis, swaps: list[Finding]) -> Table:
 def _stacks(d: Diagnosis) -> Group:
     """Each stack class: who stands there, then the frames it waits in (innermost first)."""
     odd = ", odd ones first" if any(c.odd for c in d.stacks) else ""
-    out: list = [_title(f"Stacks ({len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'}{odd})")]
+    out: list = [_title(f"Stacks ({stack_count(d)}{odd})")]
     for cls in d.stacks[:MAX_STACKS]:
         style = CULPRIT if cls.odd else "bold"
         out.append(_indented(Text.assemble((stack_members(cls, d.rank_labels), style),
