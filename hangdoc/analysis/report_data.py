@@ -1,7 +1,7 @@
 """What the reports show besides findings: GPU series for sparklines, the environment the job ran in, who each
 rank is (host, pid, title), where every thread stands (stack classes) and the input notes, each said once.
 
-Both are read from the tables and manifest the analysis already has; nothing here judges the hang.
+All are read from the tables and manifest the analysis already has; nothing here judges the hang.
 """
 from __future__ import annotations
 
@@ -111,7 +111,6 @@ def environment(ctx: Any, manifest: Mapping[str, Any]) -> dict[str, str]:
         if len(seen) > MAX_ENV_VARS:
             env["..."] = f"{len(seen) - MAX_ENV_VARS} more variables in the processes table"
     return env
-
 
 
 def rank_processes(procs: Processes | None, view: CollectiveView | None = None) -> dict[int, RankProcess]:

@@ -24,7 +24,6 @@ from hangdoc.analysis.model import (
 )
 from hangdoc.analysis.text import counted_kinds, rank_ranges
 
-
 KINDS = frozenset(v for k, v in vars(model).items() if k.isupper() and isinstance(v, str))
 
 
@@ -50,6 +49,11 @@ def identity(rank: int, d: Diagnosis) -> str:
     if p is None or p.pid is None:
         return ""
     return f"pid {p.pid}" + (f" on {p.host}" if p.host else "") + (f", {p.title}" if p.title else "")
+
+
+def stack_count(d: Diagnosis) -> str:
+    """'1 class', '3 classes'."""
+    return f"{len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'}"
 
 
 def stack_members(cls: StackClass, labels: Mapping[int, str], max_parts: int | None = 6) -> str:

@@ -34,12 +34,14 @@ from hangdoc.report.condense import (
     divergence_finding,
     explanation,
     finding_facts,
+    identity,
     natural_key,
     ordered_groups,
     rank_name,
     ranks_phrase,
     seq_key,
     sentence,
+    stack_count,
     stack_members,
     swap_findings,
     verdict_finding,
@@ -575,7 +577,7 @@ def _stacks_html(d: Diagnosis) -> str:
                      f'{" (odd one out)" if c.odd else ""}{via}</p><pre>{_e(chr(10).join(c.frames))}</pre></li>')
     more = (f'<p class="muted">{len(d.stacks) - MAX_STACKS} more classes: see the JSON report.</p>'
             if len(d.stacks) > MAX_STACKS else "")
-    return (f'<details open id="stacks"><summary>Stacks ({len(d.stacks)} classes)</summary>'
+    return (f'<details open id="stacks"><summary>Stacks ({stack_count(d)})</summary>'
             f'<ol class="stacks">{"".join(items)}</ol>{more}</details>')
 
 
@@ -645,6 +647,7 @@ def render(d: Diagnosis) -> str:
     if d.gpus:
         sections.append(f'<section id="gpus"><h2>GPUs</h2>{gpus_html(d.gpus)}</section>')
     culprit_tags = "".join(f'<span class="tag culprit" data-culprit="{r}">{_e(rank_name(r, d.rank_labels))}</span>'
+                           + (f'<span class="muted">{_e(identity(r, d))}</span> ' if identity(r, d) else "")
                            for r in culprits(d))
     more = explanation(d)
     md = markdown.render(d)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GpuSeries, GroupView, StackClass
+from hangdoc.analysis.text import clip, plural
 from hangdoc.report.condense import (
     call_classes,
     class_seqs,
@@ -22,10 +23,10 @@ from hangdoc.report.condense import (
     rank_name,
     ranks_phrase,
     sentence,
+    stack_count,
     stack_members,
     verdict_finding,
 )
-from hangdoc.analysis.text import plural
 from hangdoc.report.jsonreport import json_ready
 
 LIMIT = 60_000  # GitHub allows 65536 characters per comment; leave room for a line of the user's own
@@ -48,7 +49,7 @@ def render(d: Diagnosis, limit: int = LIMIT) -> str:
         doc.details(f"Evidence ({plural(len(main.evidence), 'line')})", "```text\n",
                     [_line(e) + "\n" for e in main.evidence], "```\n", share=0.2)
     if d.stacks:
-        doc.details(f"Stacks ({len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'})", "",
+        doc.details(f"Stacks ({stack_count(d)})", "",
                     [_stack(d, c) for c in d.stacks], "", share=0.2)
     if d.findings:
         doc.details(f"Findings ({len(d.findings)})", "", [_finding(d, i, f) for i, f in enumerate(d.findings, 1)], "",
@@ -177,6 +178,7 @@ def _stack_table(d: Diagnosis) -> str:
 
 def _stack(d: Diagnosis, c: StackClass) -> str:
     head = f"**{_md(stack_members(c, d.rank_labels, None))}**: {_md(c.what)}, {_md(c.progress)}"
+    head += (", odd one out" if c.odd else "") + (f", via `{_code(c.branch)}`" if c.branch else "")
     frames = [_line(f) for f in c.frames] or ["(no frames)"]
     return "\n".join([head, "", "```text", *frames, "```", ""]) + "\n"
 
@@ -313,5 +315,4 @@ def _code(text: object) -> str:
 
 
 def _line(text: object) -> str:
-    s = str(text).replace("```", "'''").replace("\n", " ")
-    return s if len(s) <= LINE_CHARS else s[:LINE_CHARS] + " ..."
+    return clip(str(text).replace("```", "'''").replace("\n", " "), LINE_CHARS)

@@ -12,7 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from hangdoc.analysis.model import NO_FAULT_FOUND, Diagnosis, Finding, GroupView
+from hangdoc.analysis.model import NO_FAULT_FOUND, STACK_DIVERGENCE, Diagnosis, Finding, GroupView
 from hangdoc.analysis.text import rank_ranges
 from hangdoc.report.condense import (
     call_classes,
@@ -26,6 +26,7 @@ from hangdoc.report.condense import (
     ordered_groups,
     rank_name,
     ranks_phrase,
+    stack_count,
     stack_members,
     swap_findings,
     symptom_lines,
@@ -159,7 +160,7 @@ def _swaps(d: Diagnosis, swaps: list[Finding]) -> Table:
 def _stacks(d: Diagnosis) -> Group:
     """Each stack class: who stands there, then the frames it waits in (innermost first)."""
     odd = ", odd ones first" if any(c.odd for c in d.stacks) else ""
-    out: list = [_title(f"Stacks ({len(d.stacks)} {'class' if len(d.stacks) == 1 else 'classes'}{odd})")]
+    out: list = [_title(f"Stacks ({stack_count(d)}{odd})")]
     for cls in d.stacks[:MAX_STACKS]:
         style = CULPRIT if cls.odd else "bold"
         out.append(_indented(Text.assemble((stack_members(cls, d.rank_labels), style),
@@ -179,8 +180,10 @@ def _other_causes(d: Diagnosis, causes: list[Finding]) -> Group:
     for f in causes[:MAX_ROWS]:
         kind = f.kind if f.count <= 1 else f"{f.kind} x{f.count}"
         where = f" on {f.group}" if f.group else ""
+        # a stack divergence is the stack classes above, said again: point there instead
+        summary = "the stacks differ (see Stacks above)" if f.kind == STACK_DIVERGENCE and d.stacks else f.summary
         out.append(_indented(Text.assemble((kind, "bold"), f"{where}, {ranks_phrase(f.ranks, d.rank_labels, 6)}: ",
-                                           f.summary), 2))
+                                           summary), 2))
     if len(causes) > MAX_ROWS:
         out.append(_indented(Text(f"... {len(causes) - MAX_ROWS} more", style=DIM), 2))
     return Group(*out, Text(""))

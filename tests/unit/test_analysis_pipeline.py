@@ -92,6 +92,32 @@ def test_diagnosis_carries_version_inputs_notes():
     assert "rank 9: trace file truncated" in d.notes
 
 
+def test_notes_are_said_once_and_expected_ones_fold_into_one_line():
+    b = Bundle()
+    for pid in (11, 12):  # two captures merged: each said the same two expected things
+        b.note(f"pystacks: native stacks unavailable for pid(s) {pid} (py-spy said: Can't get native stack traces "
+               "with the --nonblocking option.); Python-only stacks taken, target not paused")
+        b.note("gpus: no GPU data: NVML did not start: NVML Shared Library Not Found (no NVIDIA driver on this host?)")
+        b.note("logs: 2 log files read; no known hang line in them")
+    d = diagnose(b)
+    assert d.notes == (
+        "logs: 2 log files read; no known hang line in them",
+        "not collected: native stacks (py-spy ran without pausing the job); GPU data (NVML not available on this host)",
+    )
+
+
+def test_text_to_a_pipe_is_as_wide_as_columns_says(monkeypatch):
+    from hangdoc.report import render_text
+
+    d = diagnose(bundle(seed001_rows()))
+    monkeypatch.setenv("COLUMNS", "80")
+    narrow = render_text(d, "text")
+    assert max(len(line) for line in narrow.splitlines()) == 80
+    assert all(line == line.rstrip() for line in narrow.splitlines())
+    monkeypatch.delenv("COLUMNS")
+    assert max(len(line) for line in render_text(d, "text").splitlines()) > 80
+
+
 def test_empty_bundle_is_no_fault_found_with_no_calls():
     d = diagnose(Bundle())
     assert d.verdict.kind == NO_FAULT_FOUND
