@@ -138,9 +138,6 @@ class _Parsed:
     pg_ranks: dict[str, tuple[int, ...]] = field(default_factory=dict)  # pg name -> ranks, from pg_config
     pg_desc: dict[str, str] = field(default_factory=dict)  # pg name -> desc, from pg_config
     pg_keys: list[tuple[str, str | None]] = field(default_factory=list)  # per pg_key: (name, desc)
-    pg_rows: list[int] = field(default_factory=list)  # per pg_key: its number of rows
-    pg_first: list[int] = field(default_factory=list)  # per pg_key: its first row
-    pg_implied: list[int] = field(default_factory=list)  # per pg_key: group size its shapes imply, or 0
     backends: set[str] = field(default_factory=set)  # "nccl", "gloo", ...
     comm_lib_version: str | None = None  # "comm_lib_version" (2.8+) or "nccl_version" (2.4-2.7)
     first_record_id: int | None = None
@@ -219,16 +216,9 @@ def _transpose(entries: list[dict]) -> dict[str, tuple]:
 
 _MAX_TENSORS = 1 << 16  # tensors in one call's inputs or outputs
 _MAX_DIMS = 256  # dims of one tensor's shape
-_SCALAR_FIELDS = ("state", "retired", "is_p2p", "time_created_ns", "record_id")
-# field -> (containers deep below the column, most elements per level, leaf types allowed)
-_NESTED_FIELDS: dict[str, tuple[int, tuple[int, ...], tuple[type, ...]]] = {
-    "input_sizes": (3, (1 << 62, _MAX_TENSORS, _MAX_DIMS), (int, type(None))),
-    "output_sizes": (3, (1 << 62, _MAX_TENSORS, _MAX_DIMS), (int, type(None))),
-    "input_dtypes": (2, (1 << 62, _MAX_TENSORS), (str, type(None))),
-    "output_dtypes": (2, (1 << 62, _MAX_TENSORS), (str, type(None))),
-    "process_group": (2, (1 << 62, 8), (str, int, type(None))),
-}
+_SCALAR_FIELDS = ("state", "retired", "is_p2p", "time_created_ns", "record_id", "pg_id")
 _SEQ_FIELDS = ("seq_id", "collective_seq_id", "p2p_seq_id")
+_NONE = type(None)
 
 
 def _validated(c: dict[str, tuple], n: int) -> tuple[dict[str, tuple], int]:
@@ -237,22 +227,17 @@ def _validated(c: dict[str, tuple], n: int) -> tuple[dict[str, tuple], int]:
     bounds: deeper, longer or (shared references followed) bigger than any real dump, or a container where
     a single value belongs. Checked column by column at C speed, before anything hashes or prints a value."""
     budget = safe_pickle.element_budget(256 * n)
-    for key, (depth, lens, leaves) in _NESTED_FIELDS.items():
-        if key in c:
-            try:
-                got = safe_pickle.check_bounds(c[key], max_depth=depth, max_items=budget, max_lens=lens)
-            except safe_pickle.BoundsError as exc:
-                raise _BadDump(f"refused: {key} {exc}") from None
-            if not got <= set(leaves):
-                raise _BadDump(f"refused: {key} holds {_type_names(got - set(leaves))} values")
-    if "frames" in c:  # walked in _call_sites: one step per frame reference, each frame read once
-        refs = [f for f in c["frames"] if f is not None]
-        if not set(map(type, refs)) <= {list, tuple}:
-            raise _BadDump("refused: frames is not a list of frames per entry")
-        if sum(map(len, refs)) > budget:
-            raise _BadDump(f"refused: frames holds more than {budget:,} frame references in all")
-        if not set(map(type, chain.from_iterable(refs))) <= {dict}:
-            raise _BadDump("refused: frames holds something other than frames (dicts)")
+    # Lists walked one level (shapes: walked in full by _shapes, after folding) or read at one index
+    # (dtypes: the first; frames: one step per reference, each frame read once): bounded by their
+    # lengths, each value checked where it is read.
+    for key in ("input_sizes", "output_sizes", "input_dtypes", "output_dtypes", "frames", "process_group"):
+        refs = c.get(key)
+        if refs is None:
+            continue
+        if not set(map(type, refs)) <= {list, tuple, _NONE}:
+            raise _BadDump(f"refused: {key} is not a list per entry")
+        if sum(map(len, filter(None, refs))) > budget:
+            raise _BadDump(f"refused: {key} holds more than {budget:,} elements in all")
     for key in _SCALAR_FIELDS:
         if key in c and set(map(type, c[key])) & safe_pickle.CONTAINERS:
             raise _BadDump(f"refused: {key} holds a container where a single value belongs")
@@ -275,6 +260,16 @@ def _validated(c: dict[str, tuple], n: int) -> tuple[dict[str, tuple], int]:
     return {k: tuple(compress(v, ok)) for k, v in c.items()}, n - kept
 
 
+_FIRST, _SECOND = itemgetter(0), itemgetter(1)
+
+
+def _plain_values(key: str, *columns: list) -> None:
+    """Values that get hashed or printed must be plain (a container there could be a bomb)."""
+    for col in columns:
+        if not set(map(type, col)) <= {str, int, _NONE}:
+            raise _BadDump(f"refused: {key} holds a container where a name belongs")
+
+
 def _has_group(c: dict[str, tuple], i: int) -> bool:
     pg = c.get("process_group")
     if pg is not None and isinstance(pg[i], (list, tuple)) and pg[i] and pg[i][0] is not None:
@@ -292,26 +287,42 @@ _LIBRARY_FRAME = re.compile(r"/(?:site|dist)-packages/|/lib/python\d+(?:\.\d+)?/
 
 
 def _call_sites(frames_col: tuple) -> list[str | None]:
-    """Per entry: the innermost frame outside libraries (the user's call), else the innermost frame."""
-    cache: dict[int, tuple[bool, str]] = {}  # frame dicts are shared between entries in a dump
+    """Per entry: the innermost frame outside libraries (the user's call), else the innermost frame.
+
+    Frame dicts are shared between entries in a dump and whole stacks repeat: each distinct stack (by
+    the identities of its frames) is resolved once."""
+    frame_of: dict[int, tuple[bool, str] | None] = {}
+    site_of: dict[tuple[int, ...], str | None] = {}
     search = _LIBRARY_FRAME.search
     out: list[str | None] = []
     append = out.append
     for frames in frames_col:
-        site = None
-        for fr in frames or ():  # a few frames each: torch's own, then the caller's
-            got = cache.get(id(fr))
-            if got is None:
-                f = fr if isinstance(fr, dict) else {}
-                fname, name, line = (_plain(f.get(k)) for k in ("filename", "name", "line"))
-                got = cache[id(fr)] = (bool(search(fname)), f"{name} ({fname}:{line})")
-            if site is None:
-                site = got[1]
-            if not got[0]:
-                site = got[1]
-                break
+        key = tuple(map(id, frames)) if frames else ()
+        site = site_of.get(key, "")
+        if site == "":
+            site = None
+            for fr in frames or ():  # a few frames each: torch's own, then the caller's
+                got = frame_of.get(id(fr), "")
+                if got == "":
+                    got = frame_of[id(fr)] = _frame(fr, search)
+                if got is None:
+                    continue
+                if site is None:
+                    site = got[1]
+                if not got[0]:
+                    site = got[1]
+                    break
+            site_of[key] = site
         append(site)
     return out
+
+
+def _frame(fr: Any, search: Any) -> tuple[bool, str] | None:
+    """(is a library frame, "name (file:line)"), or None for anything but a frame dict."""
+    if type(fr) is not dict:
+        return None
+    fname, name, line = (_plain(fr.get(k)) for k in ("filename", "name", "line"))
+    return bool(search(fname)), f"{name} ({fname}:{line})"
 
 
 def _plain(value: Any) -> str:
@@ -338,13 +349,16 @@ def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None
 
     pgs = c.get("process_group")
     if pgs is None:  # oldest dumps: only pg_id
-        names, descs = [str(x) for x in c.get("pg_id", ("?",) * n)], list(nothing)
+        names, descs = list(map(str, c.get("pg_id", ("?",) * n))), list(nothing)
     else:  # (name, desc) tuple in pickles, [name, desc] list in JSON
         try:
-            names, descs = [str(p[0]) for p in pgs], [p[1] for p in pgs]
-        except (TypeError, IndexError, KeyError):
-            names = [str(p[0]) if isinstance(p, (list, tuple)) and p else str(p) for p in pgs]
-            descs = [p[1] if isinstance(p, (list, tuple)) and len(p) > 1 else None for p in pgs]
+            names, descs = list(map(_FIRST, pgs)), list(map(_SECOND, pgs))
+        except (TypeError, IndexError):
+            names = [p[0] if p else "?" for p in pgs]
+            descs = [p[1] if len(p) > 1 else None for p in pgs]
+        _plain_values("process_group", names, descs)
+        if set(map(type, names)) != {str}:
+            names = list(map(str, names))
     if "seq_id" in c and "collective_seq_id" not in c:  # "1.x": one counter for collectives and p2p
         cseq = pseq = c["seq_id"]
     else:
@@ -392,15 +406,22 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
         gloo = list(map({p: i[1] for p, i in info.items()}.__getitem__, pnames))
         states = [_STATES.get((s, r is True, g), "unknown") for s, r, g in zip(cols["state"], cols["retired"], gloo)]
     else:
-        states = [_STATES.get((s, False, False), "unknown") for s in cols["state"]]
+        ours = {s: _STATES.get((s, False, False), "unknown") for s in set(cols["state"])}  # plain values
+        states = list(map(ours.__getitem__, cols["state"]))
     dt = _DtypeNames()
     first_in = [i[0] if i else None for i in cols["in_dtypes"]]
+    _plain_values("input_dtypes", first_in)
     dtypes = list(map(dt.__getitem__, first_in))
     if None in first_in:  # no input tensors (recv, barrier): the output's dtype
-        dtypes = [d if d is not None else (dt[o[0]] if o else None) for d, o in zip(dtypes, cols["out_dtypes"])]
+        first_out = [o[0] if o else None for o in cols["out_dtypes"]]
+        _plain_values("output_dtypes", first_out)
+        dtypes = [d if d is not None else dt[o] for d, o in zip(dtypes, first_out)]
     pairs = list(zip(cols["pg_name"], cols["pg_desc"]))
     index = {k: i for i, k in enumerate(dict.fromkeys(pairs))}
     frames = cols["frames"]
+    budget = safe_pickle.element_budget(256 * n)
+    in_shapes, in_numel = _shapes(cols["in_shapes"], "input_sizes", budget)
+    out_shapes, out_numel = _shapes(cols["out_shapes"], "output_sizes", budget)
     table = pa.Table.from_pydict(
         {
             "rank": pa.repeat(pa.scalar(rank, pa.int64()), n),
@@ -408,10 +429,10 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
             "seq": seq,
             "op": ops,
             "dtype": dtypes,
-            "in_shapes": cols["in_shapes"],
-            "out_shapes": cols["out_shapes"],
-            "in_numel": pa.nulls(n, pa.int64()),
-            "out_numel": pa.nulls(n, pa.int64()),
+            "in_shapes": in_shapes,
+            "out_shapes": out_shapes,
+            "in_numel": in_numel,
+            "out_numel": out_numel,
             "peer_local": [info[p][2] for p in pnames] if any_p2p else pa.nulls(n, pa.int64()),
             "t_issue": pa.nulls(n, pa.float64()),
             "state": states,
@@ -422,8 +443,6 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
     )
     created = pa.array(cols["created_ns"], pa.int64())
     t_issue = pc.if_else(pc.greater(created, 0), pc.multiply(pc.cast(created, pa.float64(), safe=False), 1e-9), None)
-    table = table.set_column(7, "in_numel", numel(table.column("in_shapes").combine_chunks()))
-    table = table.set_column(8, "out_numel", numel(table.column("out_shapes").combine_chunks()))
     table = table.set_column(10, "t_issue", t_issue)
     return table, [(name, None if desc is None else str(desc)) for name, desc in index]
 
@@ -457,15 +476,63 @@ class _DtypeNames(dict):
         return value
 
 
-def numel(shapes: pa.Array) -> pa.Array:
-    """Per row, the sum over its tensors of the product of their dims; null where shapes are unknown."""
-    tensors = pc.list_flatten(shapes)
-    dims = pc.list_flatten(tensors).to_numpy(zero_copy_only=False).astype(np.int64)
-    per_tensor = np.ones(len(tensors), np.int64)  # a 0-dim tensor (shape []) holds one element
-    np.multiply.at(per_tensor, pc.list_parent_indices(tensors).to_numpy(), dims)
-    per_row = np.zeros(len(shapes), np.int64)
-    np.add.at(per_row, pc.list_parent_indices(shapes).to_numpy(), per_tensor)
-    return pa.array(per_row, mask=pc.is_null(shapes).to_numpy(zero_copy_only=False))
+def _shapes(col: list | tuple, key: str, budget: int) -> tuple[pa.Array, pa.Array]:
+    """Per entry, its tensors' shapes as Arrow (list of lists of int64) and its element count: the sum over
+    its tensors of the product of their dims; both null where the shapes are unknown.
+
+    The one field walked in full, so it is bounded as it is walked, level by level and each level counted
+    before it is expanded: tensors per call, dims per tensor, elements in all (a list shared by many
+    entries counted each time), and ints at the bottom. _BadDump ("refused: ...") past a bound."""
+    kinds = set(map(type, col))
+    if not kinds <= {list, tuple, _NONE}:
+        raise _BadDump(f"refused: {key} is not a list of shapes per entry")
+    null = None
+    if _NONE in kinds:
+        null = np.array([x is None for x in col])
+        col = [() if x is None else x for x in col]
+    per_call = np.array(list(map(len, col)), np.int64)
+    _bounded(key, per_call, _MAX_TENSORS, "tensors in one call", budget)
+    tensors = list(chain.from_iterable(col))
+    if not set(map(type, tensors)) <= {list, tuple}:
+        raise _BadDump(f"refused: {key} holds a tensor shape that is not a list of dims")
+    per_tensor = np.array(list(map(len, tensors)), np.int64)
+    _bounded(key, per_tensor, _MAX_DIMS, "dims in one shape", budget - int(per_call.sum()))
+    dims = list(chain.from_iterable(tensors))
+    if not set(map(type, dims)) <= {int}:
+        raise _BadDump(f"refused: {key} holds a dim that is not an integer")
+    try:
+        values = np.array(dims, np.int64)
+    except OverflowError:
+        raise _BadDump(f"refused: {key} holds a dim beyond 64 bits") from None
+    inner_off = np.zeros(len(tensors) + 1, np.int32)
+    np.cumsum(per_tensor, out=inner_off[1:])
+    outer_off = np.zeros(len(col) + 1, np.int32)
+    np.cumsum(per_call, out=outer_off[1:])
+    inner = pa.ListArray.from_arrays(pa.array(inner_off), pa.array(values))
+    shapes = pa.ListArray.from_arrays(pa.array(outer_off), inner, mask=None if null is None else pa.array(null))
+    # products per tensor (a 0-dim tensor, shape [], holds one element), then sums per call
+    prod = _sum_or_product(np.multiply, values, inner_off, per_tensor, 1)
+    numel = _sum_or_product(np.add, prod, outer_off, per_call, 0)
+    return shapes, pa.array(numel, mask=null)
+
+
+def _sum_or_product(op: np.ufunc, values: np.ndarray, offsets: np.ndarray, lengths: np.ndarray, empty: int) -> np.ndarray:
+    """op over each run values[offsets[i]:offsets[i+1]]; `empty` for a run of none."""
+    if not values.size:
+        return np.full(len(lengths), empty, np.int64)
+    if lengths.all():
+        return op.reduceat(values, offsets[:-1])
+    out = np.full(len(lengths), empty, np.int64)
+    has = lengths > 0
+    out[has] = op.reduceat(values, offsets[:-1][has])
+    return out
+
+
+def _bounded(key: str, lengths: np.ndarray, most: int, what: str, budget: int) -> None:
+    if lengths.size and int(lengths.max()) > most:
+        raise _BadDump(f"refused: {key} holds {int(lengths.max()):,} {what} (at most {most:,})")
+    if int(lengths.sum()) > budget:
+        raise _BadDump(f"refused: {key} holds more than {budget:,} elements once shared lists are followed")
 
 
 def _bare_op(pname: Any) -> tuple[str, str, str]:
@@ -571,7 +638,6 @@ def _parse_file(path: str, rank: int) -> _Parsed:
             if val.get("desc") not in (None, ""):
                 out.pg_desc[name] = str(val["desc"])
         out.table, out.pg_keys, out.backends, out.skipped = extract(dump, rank)
-        out.pg_rows, out.pg_first, out.pg_implied = _pair_stats(out.table, len(out.pg_keys))
         if out.table.num_rows:
             out.first_record_id = pc.min(out.table.column("record_id")).as_py()
     except _BadDump as exc:
@@ -667,27 +733,23 @@ class _Group:
         return len(self.ranks) == self.size
 
 
-def _pair_stats(table: pa.Table, n_keys: int) -> tuple[list[int], list[int], list[int]]:
-    """Per pg_key of one file: row count, first row, and the group size its all_gather (out = size x in)
-    or reduce_scatter (in = size x out) calls imply (0 if none)."""
-    if n_keys == 0:
-        return [], [], []
-    key = table.column("pg_key").to_numpy()
-    rows = np.bincount(key, minlength=n_keys)
-    first = np.full(n_keys, len(key), np.int64)
-    np.minimum.at(first, key, np.arange(len(key)))
-    implied = np.zeros(n_keys, np.int64)
-    op = table.column("op")
+def _pair_stats(t: pa.Table, pair: np.ndarray, n_pairs: int) -> tuple[np.ndarray, list[int]]:
+    """Per (rank, pg) pair over the rows of every file: its first row, and the group size its all_gather
+    (out = size x in) or reduce_scatter (in = size x out) calls imply (0 if none)."""
+    first = np.full(n_pairs, len(pair), np.int64)
+    first[pair[::-1]] = np.arange(len(pair) - 1, -1, -1)  # the last write of each pair wins: its first row
+    implied = np.zeros(n_pairs, np.int64)
+    op = t.column("op")
     gather = pc.is_in(op, value_set=pa.array(_GATHER_OPS)).to_numpy(zero_copy_only=False)
     scatter = pc.is_in(op, value_set=pa.array(_SCATTER_OPS)).to_numpy(zero_copy_only=False)
     if gather.any() or scatter.any():
-        i_n = pc.fill_null(table.column("in_numel"), 0).to_numpy()
-        o_n = pc.fill_null(table.column("out_numel"), 0).to_numpy()
+        i_n = pc.fill_null(t.column("in_numel"), 0).to_numpy()
+        o_n = pc.fill_null(t.column("out_numel"), 0).to_numpy()
         big, small = np.where(gather, o_n, i_n), np.where(gather, i_n, o_n)
         ok = (gather | scatter) & (small > 0) & (big > 0)
         ok[ok] = big[ok] % small[ok] == 0
-        np.maximum.at(implied, key[ok], big[ok] // np.maximum(small[ok], 1))
-    return rows.tolist(), first.tolist(), implied.tolist()
+        np.maximum.at(implied, pair[ok], big[ok] // np.maximum(small[ok], 1))
+    return first, implied.tolist()
 
 
 def resolve_groups(
@@ -775,21 +837,18 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
     the first row of the lowest rank that reports it."""
     parsed = [p for p in parsed if p.table is not None and p.table.num_rows]
     pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
-    implied = [s for p in parsed for s in p.pg_implied]
-    groups, pair_group = resolve_groups(pairs, parsed, implied, world, notes)
-    t = pa.concat_tables([p.table for p in parsed])
+    t = pa.concat_tables([p.table for p in parsed]).combine_chunks()
     n = t.num_rows
     rows = np.array([p.table.num_rows for p in parsed], np.int64)
-    row0 = np.concatenate([[0], np.cumsum(rows)[:-1]])  # each file's first row
     key0 = np.cumsum([0] + [len(p.pg_keys) for p in parsed])[:-1]  # each file's first pair
-    pair = np.concatenate([c.to_numpy() for c in t.column("pg_key").chunks]).astype(np.int64)
+    pair = t.column("pg_key").to_numpy().astype(np.int64)
     pair += np.repeat(key0, rows)
+    pair_first_row, implied = _pair_stats(t, pair, len(pairs))
+    groups, pair_group = resolve_groups(pairs, parsed, implied, world, notes)
     pair_group_a = np.array(pair_group, np.int32)
     gi = pair_group_a[pair]
 
     # group_ranks: the first row of each group's first pair (pairs come in rank order)
-    keys_per_file = [len(p.pg_keys) for p in parsed]
-    pair_first_row = np.array([f for p in parsed for f in p.pg_first], np.int64) + np.repeat(row0, keys_per_file)
     first_pair = {}
     for k, g in enumerate(pair_group):
         first_pair.setdefault(g, k)
@@ -843,8 +902,7 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
         "record_id": t.column("record_id"),
         "call_site": t.column("call_site"),
     }
-    # one chunk per column, not one per file: readers then take rows and batches without walking 1000s of chunks
-    return pa.table(cols, schema=COLLECTIVES).combine_chunks(), groups
+    return pa.table(cols, schema=COLLECTIVES), groups
 
 
 def _version_tuple(version: Any) -> tuple[int, int] | None:

@@ -50,7 +50,7 @@ def _one_rank(tmp_path: Path, **fields: object) -> Path:
     return tmp_path / "nccl_trace_rank_0"
 
 
-@pytest.mark.parametrize("field", ["input_sizes", "output_sizes", "frames", "input_dtypes", "process_group"])
+@pytest.mark.parametrize("field", ["input_sizes", "output_sizes", "input_dtypes", "process_group"])
 def test_a_bomb_in_an_entry_field_is_refused_in_one_line(tmp_path: Path, field: str) -> None:
     path = _one_rank(tmp_path, **{field: bomb()})
     assert path.stat().st_size < 4000
@@ -58,6 +58,17 @@ def test_a_bomb_in_an_entry_field_is_refused_in_one_line(tmp_path: Path, field: 
     assert run.returncode != 0
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
     assert "refused" in run.stderr and field in run.stderr
+
+
+def test_a_bomb_in_frames_is_never_walked(tmp_path: Path) -> None:
+    """Frames are read one reference at a time and only frame dicts are looked into: no call site, no blow-up."""
+    _one_rank(tmp_path, frames=bomb())
+    run = analyze(tmp_path)
+    assert run.returncode == 0, run.stderr
+    from hangdoc.importers import flight_recorder as fr
+
+    (row,) = fr.read([tmp_path / "nccl_trace_rank_0"]).table("collectives").to_pylist()
+    assert row["call_site"] is None and row["op"] == "all_reduce"
 
 
 def test_a_bomb_in_the_header_is_refused(tmp_path: Path) -> None:
@@ -111,13 +122,13 @@ def test_200k_entries_without_required_fields_are_counted_and_left_out(tmp_path:
     assert "200,000 entries without a profiling name, sequence number or process group; left out" in json.dumps(out)
 
 
-def test_a_200k_member_coalesced_run_folds_in_linear_time(tmp_path: Path) -> None:
+def test_a_60k_member_coalesced_run_folds_in_linear_time(tmp_path: Path) -> None:
     """Every entry shares one group and seq: one coalesced run. Folding used to rebuild a set per member."""
-    calls = [Call(("0", "default_pg"), "all_reduce", 1, [[4]]) for _ in range(200_000)]
+    calls = [Call(("0", "default_pg"), "all_reduce", 1, [[4]]) for _ in range(60_000)]
     write_rank(tmp_path, 0, dump(calls, "2.10", {"0": ("default_pg", [0])}))
     from hangdoc.importers import flight_recorder as fr
 
     rows = fr.read([tmp_path / "nccl_trace_rank_0"]).table("collectives")
     assert rows.num_rows == 1
     row = rows.to_pylist()[0]
-    assert row["op"] == "all_reduce_coalesced" and row["in_numel"] == 4 * 200_000
+    assert row["op"] == "all_reduce_coalesced" and row["in_numel"] == 4 * 60_000
