@@ -158,8 +158,10 @@ def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Calla
     pack2 = packs[2]
 
     def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if compiling():  # first: torch.compile reads this as true and sees nothing else of ours
+            return original(self, *args, **kwargs)
         busy = _tls.busy
-        if busy[0] or compiling():
+        if busy[0]:
             return original(self, *args, **kwargs)
         stamp = 0
         try:

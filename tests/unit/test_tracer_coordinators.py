@@ -190,3 +190,21 @@ def test_labels_of_a_family_are_dense_and_distinct() -> None:
     for groups in (tps, dps):
         labels = [coordinators.partition_index(g) for g in groups]
         assert sorted(labels) == list(range(len(groups)))
+
+
+def test_no_trace_file_means_calls_go_through_unrecorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A trace directory that cannot be made (here: under a regular file): the library wrappers call through,
+    record nothing and say nothing per call; tracing off was said once."""
+    (tmp_path / "file").write_text("")
+    activate.start(tmp_path / "file" / "trace")
+    coordinators.wrap_class(GroupCoordinator, coordinators.VLLM_COORDINATOR, coordinators._coordinator_entry("vllm"))
+    try:
+        wire = FakeNccl()
+        tp = GroupCoordinator([0, 1], 0, "tp:0", PyNcclCommunicator(object(), 0, 2, wire))
+        for _ in range(3):
+            assert tp._all_reduce_out_place(torch.ones(2)).tolist() == [1.0, 1.0]
+        assert wire.calls == ["all_reduce"] * 3
+    finally:
+        activate.stop()
+    err = capsys.readouterr().err
+    assert err.count("hangdoc: tracing off in process") == 1 and "skipped" not in err, err
