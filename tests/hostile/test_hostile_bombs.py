@@ -40,7 +40,7 @@ def test_jsonl_decompression_bomb_is_skipped_line_by_line(tmp_path: Path) -> Non
         f.write(b'"}\n')
     assert (d / "rank0.jsonl.gz").stat().st_size < 8 << 20
     report = _report(hangdoc("analyze", d, "--format", "json", memory_mb=768, timeout=120))
-    assert report["notes"] == [f"{d / 'rank0.jsonl.gz'}: skipped 1 bad line(s): line 3 (longer than 16 MB)"]
+    assert report["notes"] == [f"{d / 'rank0.jsonl.gz'}: skipped 1 bad line: line 3 (longer than 16 MB)"]
     assert "tables read (rows): collectives 2" in report["checked"]
 
 
@@ -51,7 +51,7 @@ def test_json_nested_100000_deep_is_a_bad_line_not_a_crash(tmp_path: Path) -> No
     (d / "rank0.jsonl").write_text(json.dumps(dict(CALL, rank=0)) + "\n" + '{"op": "x", "pad": ' + deep + "}\n"
                                    + json.dumps(dict(CALL, rank=1)) + "\n")
     report = _report(hangdoc("analyze", d, "--format", "json"))
-    assert any("rank0.jsonl: skipped 1 bad line(s): line 2" in n for n in report["notes"])
+    assert any("rank0.jsonl: skipped 1 bad line: line 2" in n for n in report["notes"])
     # nested that deep from its first line: not taken for a trace at all
     (d / "rank0.jsonl").write_text('{"op": "x", "pad": ' + deep + "}\n")
     assert_one_line_error(hangdoc("analyze", d), "holds nothing hangdoc reads")
