@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hangdoc.report.condense import divergence_finding, stack_members
+from hangdoc.report.condense import divergence_finding, stack_members, symptom_lines
 from golden import (
     HERE,
     ROOT,
@@ -88,6 +88,21 @@ def test_the_divergence_shows_every_member():
             assert f"{f.count:,} positions differ" in " ".join(f.evidence), (name, f.count, f.evidence)
         checked.append(name)
     assert {"seed001-tp4-dp2", "rank0-odd", "bundle-tp4-rank0-behind"} <= set(checked), checked
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_counts_agree_within_a_report(name):
+    """A kind counted in one place is counted the same everywhere: the Markdown headings, the symptom lines and
+    the verdict's 'what follows from it'."""
+    d = diagnosis_of(f"fixtures/{name}")
+    text, markdown = text_report(d), markdown_report(d)
+    for i, f in enumerate(d.findings, 1):
+        head = f"**{i}. {f.kind}**" + (f" x{f.count} " if f.count > 1 else " ")
+        assert head in markdown, head
+    for line in symptom_lines(d):
+        said = f"{line.kind} x{line.count}" if line.count > 1 else line.kind
+        assert said in d.verdict.reason and said in text, (said, d.verdict.reason)
+        assert not re.search(rf"\b{line.kind} x(?!{line.count}\b)\d+", text + markdown), line
 
 
 def test_seed001_markdown_fits_one_screen_above_its_details():
