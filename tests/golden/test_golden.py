@@ -42,6 +42,15 @@ def _slips(text: str) -> list[str]:
     return [f"{why}: {m.group(0)!r}" for pattern, why in SLIPS for m in pattern.finditer(text)]
 
 
+def test_the_slips_seen_before_are_caught():
+    seen = ("ranks 1-3 wait in all_reduce while rank 0 still wait in barrier",
+            "it made 17 fewer dp calls than {peers} (a call-count swap)",
+            "log_signature is more direct evidence than log_signature",
+            "while rank 6 wait for them", "on the same rank(s)")
+    assert all(_slips(s) for s in seen), [s for s in seen if not _slips(s)]
+    assert not _slips("rank 0 still waits in barrier; ranks 1-3 wait in all_reduce; ranks 1, 2 are waiting")
+
+
 def test_the_readme_names_the_fixtures():
     assert "seed001-tp4-dp2" in FIXTURES and len(FIXTURES) >= 8, FIXTURES
 
