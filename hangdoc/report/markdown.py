@@ -262,7 +262,7 @@ def _details_json(details) -> list[str]:
     data = json_ready(details)
     left: list[str] = []
     while True:
-        text = json.dumps(data, indent=2, ensure_ascii=False).replace("```", "'''")
+        text = _json(data).replace("```", "'''")
         if len(text) <= DETAILS_CHARS or not data:
             break
         big = max(data, key=lambda k: len(json.dumps(data[k])))
@@ -272,6 +272,20 @@ def _details_json(details) -> list[str]:
     if left:
         out += [f"_Left out here: {_md(', '.join(sorted(left)))} (`--format json` has them)._", ""]
     return out
+
+
+def _json(value, indent: int = 0) -> str:
+    """JSON indented by two, with lists of numbers and short strings on one line ([4, 5, 7], not five lines)."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(value, dict) and value:
+        items = [f"{inner}{json.dumps(str(k), ensure_ascii=False)}: {_json(v, indent + 2)}" for k, v in value.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(value, list) and value:
+        flat = json.dumps(value, ensure_ascii=False)
+        if all(not isinstance(v, (dict, list)) for v in value) and len(flat) <= 100:
+            return flat
+        return "[\n" + ",\n".join(f"{inner}{_json(v, indent + 2)}" for v in value) + f"\n{pad}]"
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _gpu(g: GpuSeries) -> str:

@@ -3,6 +3,7 @@ code. `HANGDOC_UPDATE_GOLDEN=1 python -m pytest tests/golden` rewrites the golde
 of README.md and docs/ from these functions; without it the tests compare."""
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -26,8 +27,10 @@ def readme_fixtures() -> list[str]:
     return [n for n in names if (ROOT / "fixtures" / n).is_dir()]
 
 
+@functools.lru_cache(maxsize=None)
 def diagnosis_of(path: str) -> Diagnosis:
-    """The diagnosis of a path relative to the repository root, named as a user in the root would name it."""
+    """The diagnosis of a path relative to the repository root, named as a user in the root would name it
+    (a Diagnosis is frozen, so the tests share one per fixture)."""
     cwd = os.getcwd()
     os.chdir(ROOT)
     try:

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hangdoc.report.condense import divergence_finding, stack_members
+from hangdoc.report.condense import divergence_finding, stack_members, symptom_lines
 from golden import (
     HERE,
     ROOT,
@@ -40,6 +40,15 @@ SLIPS = (
 
 def _slips(text: str) -> list[str]:
     return [f"{why}: {m.group(0)!r}" for pattern, why in SLIPS for m in pattern.finditer(text)]
+
+
+def test_the_slips_seen_before_are_caught():
+    seen = ("ranks 1-3 wait in all_reduce while rank 0 still wait in barrier",
+            "it made 17 fewer dp calls than {peers} (a call-count swap)",
+            "log_signature is more direct evidence than log_signature",
+            "while rank 6 wait for them", "on the same rank(s)")
+    assert all(_slips(s) for s in seen), [s for s in seen if not _slips(s)]
+    assert not _slips("rank 0 still waits in barrier; ranks 1-3 wait in all_reduce; ranks 1, 2 are waiting")
 
 
 def test_the_readme_names_the_fixtures():
@@ -88,6 +97,21 @@ def test_the_divergence_shows_every_member():
             assert f"{f.count:,} positions differ" in " ".join(f.evidence), (name, f.count, f.evidence)
         checked.append(name)
     assert {"seed001-tp4-dp2", "rank0-odd", "bundle-tp4-rank0-behind"} <= set(checked), checked
+
+
+@pytest.mark.parametrize("name", FIXTURES)
+def test_counts_agree_within_a_report(name):
+    """A kind counted in one place is counted the same everywhere: the Markdown headings, the symptom lines and
+    the verdict's 'what follows from it'."""
+    d = diagnosis_of(f"fixtures/{name}")
+    text, markdown = text_report(d), markdown_report(d)
+    for i, f in enumerate(d.findings, 1):
+        head = f"**{i}. {f.kind}**" + (f" x{f.count} " if f.count > 1 else " ")
+        assert head in markdown, head
+    for line in symptom_lines(d):
+        said = f"{line.kind} x{line.count}" if line.count > 1 else line.kind
+        assert said in d.verdict.reason and said in text, (said, d.verdict.reason)
+        assert not re.search(rf"\b{line.kind} x(?!{line.count}\b)\d+", text + markdown), line
 
 
 def test_seed001_markdown_fits_one_screen_above_its_details():

@@ -60,3 +60,15 @@ def test_the_engine_core_stack_is_in_the_report():
     assert "| pid 4100 (VLLM::EngineCore_DP0), thread MainThread | `dequeue (shm_broadcast.py:519)`" in markdown
     html = render_text(d, "html")
     assert 'id="stacks"' in html and "dequeue (shm_broadcast.py:519)" in html and "VLLM::EngineCore_DP0" in html
+
+
+def test_titles_alone_give_ranks_and_labels():
+    """No rank in the capture's rows at all: the titles (vLLM's setproctitle) are all there is."""
+    b = Bundle()
+    b.add("processes", table_from_rows("processes", [
+        {"host": "gpu-7", "pid": 4200 + tp, "title": f"VLLM::Worker_DP1_TP{tp}", "status": "running"}
+        for tp in range(2)]))
+    d = diagnose(b)
+    assert d.rank_labels and set(d.rank_labels.values()) == {"DP 1, TP rank 0", "DP 1, TP rank 1"}
+    assert {p.title: p.pid for p in d.rank_processes.values()} == {"VLLM::Worker_DP1_TP0": 4200,
+                                                                   "VLLM::Worker_DP1_TP1": 4201}
