@@ -14,7 +14,7 @@ import fcntl
 import os
 import stat
 from pathlib import Path
-from typing import IO, Any
+from typing import BinaryIO
 
 _KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
           stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink"}
@@ -25,43 +25,19 @@ def kind(mode: int) -> str:
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
 
 
-def not_regular(path: str | os.PathLike[str], mode: int) -> OSError:
-    return OSError(errno.EINVAL, f"not a regular file ({kind(mode)})", os.fspath(path))
-
-
-def open_regular(path: str | os.PathLike[str], mode: str = "rb", **kwargs: Any) -> IO[Any]:
-    """open() for reading that refuses anything but a regular file, without ever blocking in open
-    (a FIFO with no writer blocks a plain open). Raises OSError ("not a regular file (a FIFO)")."""
-    if any(c in mode for c in "wax+"):
-        raise ValueError("open_regular opens for reading only")
+def open_regular(path: str | os.PathLike[str]) -> BinaryIO:
+    """open(path, "rb") that refuses anything but a regular file, without ever blocking in open (a FIFO with
+    no writer blocks a plain open). Raises OSError: "not a regular file (a FIFO)"."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise not_regular(path, st.st_mode)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise OSError(errno.EINVAL, f"not a regular file ({kind(mode)})", os.fspath(path))
         fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
-        return os.fdopen(fd, mode, **kwargs)
+        return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
-
-
-def read_bytes(path: str | os.PathLike[str]) -> bytes:
-    with open_regular(path) as f:
-        return f.read()
-
-
-def read_text(path: str | os.PathLike[str], errors: str = "strict") -> str:
-    with open_regular(path, "r", encoding="utf-8", errors=errors) as f:
-        return f.read()
-
-
-def is_regular(path: str | os.PathLike[str]) -> bool:
-    """A regular file (after symlinks); False for anything else or what cannot be stat'ed."""
-    try:
-        return stat.S_ISREG(os.stat(path).st_mode)
-    except OSError:
-        return False
 
 
 def leaves(root: str | os.PathLike[str], path: str | os.PathLike[str]) -> str | None:

@@ -76,19 +76,31 @@ def _open(path: Path) -> BinaryIO:
     return open(path, "rb")
 
 
-def _lines(fh: BinaryIO) -> Iterator[bytes | None]:
-    """The file's lines, None for each one longer than _MAX_LINE, read past in pieces: a decompression bomb
-    is one endless line, and it must not be held in memory."""
-    while True:
-        line = fh.readline(_MAX_LINE)
-        if not line:
-            return
-        if len(line) < _MAX_LINE or line.endswith(b"\n"):
-            yield line
-            continue
-        while line and not line.endswith(b"\n"):
-            line = fh.readline(_MAX_LINE)
+def _lines(fh: BinaryIO, limit: int = _MAX_LINE, block: int = 1 << 20) -> Iterator[bytes | None]:
+    """The file's lines (without their newline), None for each one longer than `limit`, whose bytes are
+    dropped as they come: a decompression bomb is one endless line, and it must not be held in memory.
+    Read in blocks, about as fast as iterating the file."""
+    block = min(block, limit)  # so a line inside one block is always shorter than `limit`
+    # gzip: read1, so what a truncated stream held before its end is kept (read raises and drops the block)
+    read = fh.read1 if isinstance(fh, gzip.GzipFile) else fh.read
+    pending = b""  # the start of a line not ended yet (shorter than `limit`)
+    over = False  # the current line is past `limit`: dropped up to its newline
+    while data := read(block):
+        pieces = data.split(b"\n")
+        tail = pieces.pop()
+        if pieces:
+            first = pending + pieces[0]
+            yield None if over or len(first) >= limit else first
+            yield from pieces[1:]
+            pending, over = tail, False
+        else:
+            pending += tail
+        if len(pending) >= limit:
+            pending, over = b"", True
+    if over:
         yield None
+    elif pending:
+        yield pending
 
 
 def matches(path: Path) -> bool:
@@ -265,7 +277,7 @@ class _Reader:
         if not lines:
             return
         saved = (dict(self.last_seq), self._defaults, self._groups, len(self.rows))
-        nonblank = [line for line in lines if not line.isspace()]
+        nonblank = [line for line in lines if line and not line.isspace()]
         try:
             objs = json.loads(b"[" + b",".join(nonblank) + b"]")
             if len(objs) != len(nonblank):  # a line held two values ("{...}, {...}")
@@ -284,7 +296,7 @@ class _Reader:
             del self.rows[n:]
             self._membership.clear()
         for line_no, line in enumerate(lines, first_line + 1):
-            if line.isspace():
+            if not line or line.isspace():
                 continue
             try:
                 obj = json.loads(line)
