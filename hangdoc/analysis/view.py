@@ -19,6 +19,7 @@ from hangdoc.analysis.groups import Comm, CommSpec, build_comms, rank_labels
 from hangdoc.bundle import take_rows
 from hangdoc.analysis.model import OpCall
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_reduce_op, normalize_state
+from hangdoc.progress import announce
 
 # Which element count must agree across members, per op (the others compare op and dtype only).
 IN_NUMEL_OPS = frozenset({"all_reduce", "broadcast", "reduce", "all_gather", "gather"})
@@ -31,6 +32,7 @@ _STATE_CODE = {"issued": ISSUED, "started": STARTED, "completed": COMPLETED, "un
 _NONE = np.iinfo(np.int64).max
 _NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
 _NUMEL_MASK = (1 << _NUMEL_BITS) - 1
+_ANNOUNCE_ROWS = 4_000_000  # about a second of aligning: say so on stderr
 
 
 def _ids(values: list) -> np.ndarray:
@@ -301,6 +303,8 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
             row_ids = np.nonzero(keep)[0]
             t = table.filter(pa.array(keep))
     n = t.num_rows
+    if n >= _ANNOUNCE_ROWS:
+        announce(f"aligning {n:,} collective calls")
     t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "in_numel", "out_numel", "group_ranks"]), _CODED)
     if t.column("rank").num_chunks > 64 and n < 65536 * t.column("rank").num_chunks:
         t = t.combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches

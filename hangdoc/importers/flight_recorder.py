@@ -42,6 +42,7 @@ from hangdoc.bundle import Bundle
 from hangdoc.errors import InputError
 from hangdoc.importers import safe_pickle
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_state
+from hangdoc.progress import announce
 from hangdoc.schema import COLLECTIVES, empty, null_column
 
 NAME = "flight-recorder"
@@ -51,6 +52,7 @@ NEWEST_KNOWN_VERSION = (2, 10)
 _SNIFF_BYTES = 4096
 _RANK_RE = re.compile(r"(\d+)(?:\.(?:json|pkl|pickle))?$")
 _PARALLEL_MIN_FILES = 64
+_ANNOUNCE_FILES = 256  # about a second of parsing on one core: say so on stderr
 
 P2P_OPS = frozenset({"send", "recv"})
 _GATHER_OPS = ("all_gather", "all_gather_coalesced")  # output = group size x input
@@ -655,6 +657,8 @@ def _parse_chunk_ipc(items: list[tuple[str, int]]) -> tuple[list[_Parsed], bytes
 def _parse_all(items: list[tuple[str, int]]) -> list[_Parsed]:
     """Parse every file; in worker processes when there are many (unpickling is per-file CPU work)."""
     workers = min(os.cpu_count() or 1, 16)
+    if len(items) >= _ANNOUNCE_FILES:
+        announce(f"reading {len(items):,} Flight Recorder files" + (f" in {workers} processes" if workers > 1 else ""))
     if len(items) < _PARALLEL_MIN_FILES or workers < 2:
         return _parse_chunk(items)
     size = max(1, math.ceil(len(items) / (workers * 4)))
