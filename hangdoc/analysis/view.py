@@ -19,6 +19,7 @@ from hangdoc.analysis.groups import Comm, CommSpec, build_comms, rank_labels
 from hangdoc.bundle import take_rows
 from hangdoc.analysis.model import OpCall
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_reduce_op, normalize_state
+from hangdoc.progress import announce
 
 # Which element count must agree across members, per op (the others compare op and dtype only).
 IN_NUMEL_OPS = frozenset({"all_reduce", "broadcast", "reduce", "all_gather", "gather"})
@@ -31,6 +32,8 @@ _STATE_CODE = {"issued": ISSUED, "started": STARTED, "timed_out": STARTED, "comp
 _NONE = np.iinfo(np.int64).max
 _NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
 _NUMEL_MASK = (1 << _NUMEL_BITS) - 1
+_SLICE = 1 << 16  # rows per step of the per-row loops
+_ANNOUNCE_ROWS = 4_000_000  # about a second of aligning: say so on stderr
 
 
 def _ids(values: list) -> np.ndarray:
@@ -312,6 +315,8 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
             row_ids = np.nonzero(keep)[0]
             t = table.filter(pa.array(keep))
     n = t.num_rows
+    if n >= _ANNOUNCE_ROWS:
+        announce(f"aligning {n:,} collective calls")
     t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "in_numel", "out_numel", "group_ranks"]), _CODED)
     if t.column("rank").num_chunks > 64 and n < 65536 * t.column("rank").num_chunks:
         t = t.combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches
@@ -351,17 +356,22 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
 
     # Per-row arrays, as narrow as the values allow (each is n x 4 or 8 bytes of fresh memory).
     rank_max = max((pc.max(b.column("rank")).as_py() or 0) for b in batches) if batches else 0
+    batch_rows = [b.num_rows for b in batches]
     seq_max = max((pc.max(b.column("seq")).as_py() or 0) for b in batches) if batches else 0
     rank = np.empty(n, np.int32 if rank_max < 1 << 31 else np.int64)
     seq = np.empty(n, np.int32 if seq_max < 1 << 31 else np.int64)
     sig = np.empty(n, np.int64)
     state = np.empty(n, np.int8)
-    pair_key = np.empty(n, np.int32 if (rank_max + 1) * 2 * n_names < 1 << 31 else np.int64)
+    pair = np.empty(n, np.int32)
+    pairs = _PairCodes()
     numels = np.empty(n, np.int64) if renumber else None
-    bounds = [0]
-    for b, lut in zip(batches, luts):
-        a, z = bounds[-1], bounds[-1] + b.num_rows
-        bounds.append(z)
+    bounds = [0]  # rows of each batch
+    steps = [0]  # rows of each slice: numpy temporaries of a slice stay in cache and in malloc's heap
+    for b, lut in ((b.slice(o, _SLICE), lut) for b, lut in zip(batches, luts) for o in range(0, b.num_rows, _SLICE)):
+        a, z = steps[-1], steps[-1] + b.num_rows
+        steps.append(z)
+        if z - bounds[-1] >= batch_rows[len(bounds) - 1]:
+            bounds.append(z)
         rb = b.column("rank").to_numpy()
         rank[a:z] = rb
         seq[a:z] = b.column("seq").to_numpy()
@@ -386,13 +396,12 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         key += is_p2p[op]
         key *= n_names
         key += lut["group"][_local_codes(b.column("group"))]
-        pair_key[a:z] = key
+        pair[a:z] = pairs.codes(key)
     if renumber:
         sig = _hash_factorize(sig)[0].astype(np.int64) << _NUMEL_BITS
         sig |= numels & _NUMEL_MASK
         del numels
-    pair, uniq = _factorize(pair_key)
-    del pair_key
+    uniq = pairs.sorted(pair)  # pair ids in (rank, p2p, group name) order, as a dense factorisation gives
     n_pairs = int(uniq.size)
     pair_rank = (uniq // (2 * n_names)).astype(np.int64)
     pair_gname = (uniq % (2 * n_names)).astype(np.int64)  # name index, + n_names for the p2p channel
@@ -445,8 +454,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         n_pos = int(span.sum())
         pos = np.empty(n, np.int32 if n_pos < 1 << 31 else np.int64)
         pair_off = (base_pos - comm_min)[pair_comm]
-        for i in range(len(batches)):
-            a, z = bounds[i], bounds[i + 1]
+        for a, z in zip(steps[:-1], steps[1:]):
             pos[a:z] = pair_off[pair[a:z]] + seq[a:z]
         pos_comm = np.repeat(np.arange(n_comms), span)
     else:
@@ -457,7 +465,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     # Positions whose members disagree: compare each row with one reference row per position.
     ref_sig = np.zeros(n_pos, np.int64)
     ref_sig[pos] = sig
-    bad = [pos[a:z][sig[a:z] != ref_sig[pos[a:z]]] for a, z in zip(bounds[:-1], bounds[1:])]
+    bad = [pos[a:z][sig[a:z] != ref_sig[pos[a:z]]] for a, z in zip(steps[:-1], steps[1:])]
     del ref_sig
     bad_pos = np.unique(np.concatenate(bad)) if bad else np.zeros(0, np.int64)
     bad_flag = np.zeros(n_pos, bool)
@@ -480,7 +488,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     # call in flight.
     done = state == COMPLETED
     last = np.empty(n, bool)
-    for a, z in zip(bounds[:-1], bounds[1:]):
+    for a, z in zip(steps[:-1], steps[1:]):
         np.equal(seq[a:z], pair_maxseq[pair[a:z]], out=last[a:z])
     unknown = state == UNKNOWN
     tail = np.zeros(0, np.int64)
@@ -568,6 +576,41 @@ def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return code[keys], uniq
     codes, uniq = _hash_factorize(keys)
     return codes.astype(np.int32) if uniq.size < 1 << 31 else codes, uniq
+
+
+class _PairCodes:
+    """Dense ids of int keys met slice by slice (rank x group name: a slice of a table holds a few ranks,
+    so each slice is factorised over its own small key range, in cache, and only its few distinct keys go
+    through a dict). `sorted` then renumbers the ids in key order."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, int] = {}
+
+    def codes(self, key: np.ndarray) -> np.ndarray:
+        if not key.size:
+            return key.astype(np.int32)
+        lo, hi = int(key.min()), int(key.max())
+        if hi - lo < 4 * key.size + (1 << 16):
+            seen = np.zeros(hi - lo + 1, bool)
+            seen[key - lo] = True
+            local = np.flatnonzero(seen)
+            table = np.zeros(hi - lo + 1, np.int32)
+            table[local] = [self.ids.setdefault(k, len(self.ids)) for k in (local + lo).tolist()]
+            return table[key - lo]
+        local, inverse = np.unique(key, return_inverse=True)
+        ids = np.array([self.ids.setdefault(k, len(self.ids)) for k in local.tolist()], np.int32)
+        return ids[inverse.reshape(-1)]
+
+    def sorted(self, pair: np.ndarray) -> np.ndarray:
+        """The keys in ascending order; `pair` (the ids handed out) renumbered in place to match."""
+        keys = np.fromiter(self.ids, np.int64, len(self.ids))
+        order = np.argsort(keys, kind="stable")
+        if (order != np.arange(order.size)).any():
+            rank = np.empty(order.size, np.int32)
+            rank[order] = np.arange(order.size, dtype=np.int32)
+            for a in range(0, pair.size, 1 << 20):
+                pair[a : a + (1 << 20)] = rank[pair[a : a + (1 << 20)]]
+        return keys[order]
 
 
 def _hash_factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -12,7 +12,9 @@ What real dumps need and this module does (docs/trace-formats.md has the full ma
   p2p members stay one row each and take the closing entry's state.
 - gloo writes no ranks into pg_config; membership and sizes are then inferred from the entries of all
   rank files together.
-- Pickles are untrusted: loaded with safe_pickle (plain data only).
+- Pickles are untrusted: loaded with safe_pickle (plain data only), and every field walked is bounded
+  (depth, elements reached with shared lists counted each time, tensors per call); entries without a
+  profiling name, a sequence number or a process group are counted in a note and left out.
 
 Speed: each file is parsed on its own (in worker processes when there are many): entries are transposed
 into columns in one C-level pass, per-row values go through small dictionaries over the few distinct
@@ -42,6 +44,7 @@ from hangdoc.bundle import Bundle
 from hangdoc.errors import InputError
 from hangdoc.importers import safe_pickle
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_state
+from hangdoc.progress import announce
 from hangdoc.schema import COLLECTIVES, empty, null_column
 
 NAME = "flight-recorder"
@@ -51,6 +54,7 @@ NEWEST_KNOWN_VERSION = (2, 10)
 _SNIFF_BYTES = 4096
 _RANK_RE = re.compile(r"(\d+)(?:\.(?:json|pkl|pickle))?$")
 _PARALLEL_MIN_FILES = 64
+_ANNOUNCE_FILES = 256  # about a second of parsing on one core: say so on stderr
 
 P2P_OPS = frozenset({"send", "recv"})
 _GATHER_OPS = ("all_gather", "all_gather_coalesced")  # output = group size x input
@@ -278,10 +282,6 @@ def _has_group(c: dict[str, tuple], i: int) -> bool:
     return pid is not None and pid[i] is not None and type(pid[i]) in (int, str)
 
 
-def _type_names(types: set[type]) -> str:
-    return "/".join(sorted(t.__name__ for t in types))
-
-
 # Library frames: torch itself, installed packages (decorators such as typing_extensions'), the stdlib.
 _LIBRARY_FRAME = re.compile(r"/(?:site|dist)-packages/|/lib/python\d+(?:\.\d+)?/|(?:^|/)torch/")
 
@@ -355,7 +355,7 @@ def extract(dump: dict, rank: int) -> tuple[pa.Table, list[tuple[str, str | None
             names, descs = list(map(_FIRST, pgs)), list(map(_SECOND, pgs))
         except (TypeError, IndexError):
             names = [p[0] if p else "?" for p in pgs]
-            descs = [p[1] if len(p) > 1 else None for p in pgs]
+            descs = [p[1] if p and len(p) > 1 else None for p in pgs]
         _plain_values("process_group", names, descs)
         if set(map(type, names)) != {str}:
             names = list(map(str, names))
@@ -676,6 +676,8 @@ def _parse_chunk_ipc(items: list[tuple[str, int]]) -> tuple[list[_Parsed], bytes
 def _parse_all(items: list[tuple[str, int]]) -> list[_Parsed]:
     """Parse every file; in worker processes when there are many (unpickling is per-file CPU work)."""
     workers = min(os.cpu_count() or 1, 16)
+    if len(items) >= _ANNOUNCE_FILES:
+        announce(f"reading {len(items):,} Flight Recorder files" + (f" in {workers} processes" if workers > 1 else ""))
     if len(items) < _PARALLEL_MIN_FILES or workers < 2:
         return _parse_chunk(items)
     size = max(1, math.ceil(len(items) / (workers * 4)))
@@ -837,7 +839,7 @@ def assemble(parsed: list[_Parsed], world: int, notes: list[str]) -> tuple[pa.Ta
     the first row of the lowest rank that reports it."""
     parsed = [p for p in parsed if p.table is not None and p.table.num_rows]
     pairs = [(p.rank, name, desc) for p in parsed for name, desc in p.pg_keys]
-    t = pa.concat_tables([p.table for p in parsed]).combine_chunks()
+    t = pa.concat_tables([p.table for p in parsed]).combine_chunks()  # one chunk per column, not per file
     n = t.num_rows
     rows = np.array([p.table.num_rows for p in parsed], np.int64)
     key0 = np.cumsum([0] + [len(p.pg_keys) for p in parsed])[:-1]  # each file's first pair
