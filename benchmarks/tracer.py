@@ -272,7 +272,10 @@ def main() -> None:
                 out["gloo"], 1000, "us", "goal: thread <= 1 us added")
         sys.stdout.flush()
     if a.vllm_python:
-        _vllm(a)
+        try:
+            _vllm(a)
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            sys.exit(f"vLLM loop: {exc}")
 
 
 if __name__ == "__main__":

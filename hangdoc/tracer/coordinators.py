@@ -152,7 +152,6 @@ def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Calla
 
     The record is packed here, as in the torch.distributed wrappers: a call through Recorder.write and
     Recorder.site costs twice as much, and vLLM's decode steps make one of these calls per layer."""
-    default_op = F.OP_CODE[op_name]
     compiling = _compiling_check()
     getframe, time_ns, packs, dtypes, other_dtype = sys._getframe, time.time_ns, _PACKS, _dtype_table(), _OTHER_DTYPE
     pack2 = packs[2]
@@ -235,7 +234,6 @@ def make_method_wrapper(original: Callable[..., Any], op_name: str, probe: Calla
 
     wrapper.__name__ = getattr(original, "__name__", op_name)
     wrapper.__qualname__ = getattr(original, "__qualname__", op_name)
-    wrapper.__hangdoc_op__ = default_op
     return wrapper
 
 
