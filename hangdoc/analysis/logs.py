@@ -154,7 +154,8 @@ class Waiting:
         for (group, seq, op), rs in sorted(self.where.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1]))[:limit]:
             rs = rs - skip
             if rs:
-                pg = "" if group in ("0", "detail") else f" of process group {group}"
+                pg = "" if group in ("0", "detail") else " (process group not named)" if group == "unnamed" else \
+                    f" of process group {group}"
                 parts.append(f"{rank_ranges_text(rs)}{then} timed out in {op or 'a collective'} SeqNum {seq}{pg}")
                 told |= rs
         in_stack = {r: op for r, op in self.stacks.items() if r not in told}

@@ -95,10 +95,18 @@ _TB_EXC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrup
                      r"(?::\s*(?P<msg>.*))?$")
 _TB_TIMEOUT = re.compile(r"Watchdog caught collective operation timeout|timed? ?out|Timeout", re.I)
 _TB_OOM = re.compile(r"out of memory|OutOfMemoryError", re.I)
+# An exception that says a peer went away: the raiser is a survivor, not a cause.
+_TB_PEER = re.compile(r"remote process|ncclRemoteError|Connection (?:closed|reset)|Broken pipe|"
+                      r"communicator was aborted|peer .*(?:exited|crashed)", re.I)
 _ELASTIC_FIELD = re.compile(r"^\s*(?P<key>time|host|rank|exitcode|traceback)\s*: (?P<value>.*)$")
 _ELASTIC_RANK = re.compile(r"(?P<rank>\d+) \(local_rank: (?P<local>\d+)\)")
 _ELASTIC_EXIT = re.compile(r"(?P<code>-?\d+) \(pid: (?P<pid>\d+)\)")
 _SIGNAL = re.compile(r"Signal (?P<num>\d+) \((?P<name>SIG\w+)\)")
+
+
+def work_readable(line: str) -> bool:
+    """Does the line hold a whole WorkNCCL(SeqNum=.., OpType=..) record?"""
+    return _WORK.search(line) is not None
 
 
 def _ranks(text: str) -> list[int]:
@@ -402,7 +410,7 @@ class Reader:
         del self._tb[who]
         if _TB_OOM.search(text):
             return  # the catalogue's cuda_oom has this line already
-        event = "timeout" if _TB_TIMEOUT.search(text) else "raised"
+        event = "timeout" if _TB_TIMEOUT.search(text) else "peer_gone" if _TB_PEER.search(text) else "raised"
         self._event(no, who, None, event, TRACEBACK, text, t if t is not None else tb.t)
 
     # --- torchrun failure records -------------------------------------------------------------------------
