@@ -28,6 +28,7 @@ CASES = sorted(p for p in HERE.iterdir() if p.is_dir() and (p / "expected.json")
 TIMEOUT_S = 120
 TRUTHS = {"strong", "weak", "undecided"}
 
+
 def load_expected(case: Path) -> dict:
     expected = json.loads((case / "expected.json").read_text())
     assert expected["truth"] in TRUTHS, f"{case.name}: truth must be one of {sorted(TRUTHS)}"
@@ -102,9 +103,9 @@ def test_corpus_is_big_enough_and_listed() -> None:
     assert not unlisted, f"cases missing from README.md: {unlisted}"
 
 
-def _verdict(kind: str, ranks: list[int], rc: int = 0, stderr: str = "") -> subprocess.CompletedProcess[str]:
+def _verdict(kind: str, ranks: list[int]) -> subprocess.CompletedProcess[str]:
     out = json.dumps({"verdict": {"kind": kind, "culprit_ranks": ranks, "summary": ""}, "findings": []})
-    return subprocess.CompletedProcess([], rc, stdout=out, stderr=stderr)
+    return subprocess.CompletedProcess([], 0, stdout=out, stderr="")
 
 
 def test_judge_rules_on_hand_built_verdicts() -> None:
