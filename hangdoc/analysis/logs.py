@@ -336,7 +336,8 @@ def undecided(w: Waiting, known: set[int], seen: set[int]) -> Finding:
         summary += f"; {rank_ranges_text(silent)} logged no timeout"
         if absent:
             summary += f" ({rank_ranges_text(absent)}: no log line at all in the input)"
-    summary += f". The evidence does not single out the rank they wait for; {DECIDE}"
+    waits = "it waits" if len(w.ranks) == 1 else "they wait"
+    summary += f". The evidence does not single out the rank {waits} for; {DECIDE}"
     return Finding(kind=LOG_SIGNATURE, ranks=(), summary=summary, waiting_ranks=tuple(sorted(w.ranks)),
                    evidence=tuple(_where(w.lines[r]) for r in sorted(w.lines)[:6]),
                    details={"source": "log", "priority": 35, "undecided": True, "silent_ranks": silent,
