@@ -156,7 +156,8 @@ class Waiting:
         for (group, seq, op), rs in sorted(self.where.items(), key=lambda kv: (-len(kv[1]), kv[0][0], kv[0][1]))[:limit]:
             rs = rs - skip
             if rs:
-                pg = "" if group in ("0", "detail") else f" of process group {group}"
+                pg = "" if group in ("0", "detail") else " (process group not named)" if group == "unnamed" else \
+                    f" of process group {group}"
                 parts.append(f"{rank_ranges_text(rs)}{then} timed out in {op or 'a collective'} SeqNum {seq}{pg}")
                 told |= rs
         in_stack = {r: op for r, op in self.stacks.items() if r not in told}
@@ -337,7 +338,8 @@ def undecided(w: Waiting, known: set[int], seen: set[int]) -> Finding:
         summary += f"; {rank_ranges_text(silent)} logged no timeout"
         if absent:
             summary += f" ({rank_ranges_text(absent)}: no log line at all in the input)"
-    summary += f". The evidence does not single out the rank they wait for; {DECIDE}"
+    waits = "it waits" if len(w.ranks) == 1 else "they wait"
+    summary += f". The evidence does not single out the rank {waits} for; {DECIDE}"
     return Finding(kind=LOG_SIGNATURE, ranks=(), summary=summary, waiting_ranks=tuple(sorted(w.ranks)),
                    evidence=tuple(_where(w.lines[r]) for r in sorted(w.lines)[:6]),
                    details={"source": "log", "priority": 35, "undecided": True, "silent_ranks": silent,

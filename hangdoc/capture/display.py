@@ -144,8 +144,10 @@ def summarize(bundle: Bundle) -> list[tuple[str, str]]:
         lines.append(("collectives", str(bundle.rows("collectives"))))
     events = bundle.table("log_events")
     if events.num_rows:
-        sigs = Counter(events.column("signature").to_pylist())
-        lines.append(("log signatures", ", ".join(f"{s} x{n}" for s, n in sigs.most_common())))
+        kinds = events.column("event").to_pylist() if "event" in events.column_names else [None] * events.num_rows
+        sigs = Counter(s for s, e in zip(events.column("signature").to_pylist(), kinds) if e != "seen")
+        if sigs:
+            lines.append(("log lines", ", ".join(f"{s} x{n}" for s, n in sigs.most_common())))
     failed = [(n, c) for n, c in bundle.manifest.get("collectors", {}).items() if not c.get("ran")]
     for name, c in failed:
         lines.append(("not collected", f"{name}: {c.get('error') or '; '.join(c.get('notes') or [])}"))

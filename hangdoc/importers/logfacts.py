@@ -95,10 +95,19 @@ _TB_EXC = re.compile(r"^(?P<name>[A-Za-z_][\w.]*(?:Error|Exception|Exit|Interrup
                      r"(?::\s*(?P<msg>.*))?$")
 _TB_TIMEOUT = re.compile(r"Watchdog caught collective operation timeout|timed? ?out|Timeout", re.I)
 _TB_OOM = re.compile(r"out of memory|OutOfMemoryError", re.I)
+# An exception that says a peer went away: the raiser is a survivor, not a cause.
+_TB_PEER = re.compile(r"remote process|ncclRemoteError|Connection (?:closed|reset)|Broken pipe|"
+                      r"communicator was aborted|peer .*(?:exited|crashed)", re.I)
 _ELASTIC_FIELD = re.compile(r"^\s*(?P<key>time|host|rank|exitcode|traceback)\s*: (?P<value>.*)$")
 _ELASTIC_RANK = re.compile(r"(?P<rank>\d+) \(local_rank: (?P<local>\d+)\)")
 _ELASTIC_EXIT = re.compile(r"(?P<code>-?\d+) \(pid: (?P<pid>\d+)\)")
+_ELASTIC_HINT = re.compile(r"Root Cause|Failures:|^\s*\[\d+\]:\s*$|^\s*time\s*: ")
 _SIGNAL = re.compile(r"Signal (?P<num>\d+) \((?P<name>SIG\w+)\)")
+
+
+def work_readable(line: str) -> bool:
+    """Does the line hold a whole WorkNCCL(SeqNum=.., OpType=..) record?"""
+    return _WORK.search(line) is not None
 
 
 def _ranks(text: str) -> list[int]:
@@ -165,13 +174,19 @@ class Reader:
     # --- the line reader -----------------------------------------------------------------------------
     def feed(self, no: int, who: Any, t: float | None, body: str) -> None:
         """One line; `who` keys its writer (a pid, or an explicit rank), `t` its time when the prefix gives one."""
-        self._traceback(no, who, t, _TORCH_PREFIX.sub("", body, count=1))
-        self._torchrun(no, body)
-        self._c10d(no, who, t, body)
-        self._desync(no, who, t, body)
+        if self._tb or "Traceback" in body:
+            self._traceback(no, who, t, _TORCH_PREFIX.sub("", body, count=1))
+        if self._elastic is not None or _ELASTIC_HINT.search(body):
+            self._torchrun(no, body)
+        if "NCCL work" in body or "WorkNCCL" in body or "work sequence id" in body:
+            self._c10d(no, who, t, body)
+        if "ollective" in body or " started " in body or " finished " in body or "lagging ranks" in body:
+            self._desync(no, who, t, body)
         self._detail(no, who, t, body)
-        self._fr_text(no, who, body)
-        self._ras_text(no, who, body)
+        if self._fr is not None or "Not all ranks" in body:
+            self._fr_text(no, who, body)
+        if self._ras is not None or "#" in body or " -- GPU " in body or "MISMATCH" in body or "RUNNING" in body:
+            self._ras_text(no, who, body)
         self._nccl(no, who, t, body)
 
     def finish(self) -> None:
@@ -402,7 +417,7 @@ class Reader:
         del self._tb[who]
         if _TB_OOM.search(text):
             return  # the catalogue's cuda_oom has this line already
-        event = "timeout" if _TB_TIMEOUT.search(text) else "raised"
+        event = "timeout" if _TB_TIMEOUT.search(text) else "peer_gone" if _TB_PEER.search(text) else "raised"
         self._event(no, who, None, event, TRACEBACK, text, t if t is not None else tb.t)
 
     # --- torchrun failure records -------------------------------------------------------------------------

@@ -274,12 +274,13 @@ class Scan:
 
 
 def _who(info: LineInfo, fallback: int | None) -> Who:
+    """The writer's key; a pid or index key carries the file's rank, used when the pid resolves to none."""
     if info.rank is not None:
         return ("rank", info.rank)
     if info.pid is not None:
-        return ("pid", info.host, info.pid)
+        return ("pid", info.host, info.pid, fallback)
     if info.indices and role_of(info.name) != "engine":
-        return ("ix", tuple(sorted(info.indices.items())))
+        return ("ix", tuple(sorted(info.indices.items())), fallback)
     return ("file", fallback)
 
 
@@ -299,8 +300,7 @@ def scan_text(
     srun = sum(1 for ln in sample if _SRUN.match(ln)) > len(sample) // 2 and len(sample) >= 4
     scan = Scan(reader=logfacts.Reader(file, host))
     recent: dict[Any, list[str]] = {}
-    for no, raw in enumerate(lines, 1):
-        line = _ANSI.sub("", raw).rstrip("\r")
+    for no, line in unwrap(lines):
         info, body = parse_line(line, year, srun)
         info.host = info.host or host
         if info.pid is None and owner_pid is not None:
@@ -331,6 +331,40 @@ def scan_text(
             del ctx[0]
     scan.reader.finish()
     return scan
+
+
+_C10D_MARK = re.compile(r"ProcessGroupNCCL|WorkNCCL\(|\[PG(?: ID)? \d+|\[Rank \d+\]")
+_OWN_PREFIX = re.compile(r"^\s*(?:\[rank\d+\]:|\[[EWIF]\d{3,4} |\[\d{4}-\d\d-\d\d|\d{4}-\d\d-\d\d|[\w.-]+:\d+:\d+ \[)")
+_BARE_PREFIX = re.compile(r"\[(?:PG(?: ID)? \d+[^\]]*)?Rank\s*\d*\]?$|\[PG(?: ID)? \d+[^\]]*$")
+
+
+def unwrap(lines: list[str], limit: int = 4):
+    """(line number, line) with c10d watchdog lines that a terminal or a web page wrapped joined back: a line
+    with a c10d mark whose brackets are open, or that ends in its bare `[PG .. Rank N]` prefix, takes the
+    lines after it that have no prefix of their own (at most `limit`). A word cut in two is joined back whole
+    when that makes the WorkNCCL(...) record readable."""
+    i, n = 0, len(lines)
+    while i < n:
+        line = _ANSI.sub("", lines[i]).rstrip("\r")
+        no = i + 1
+        i += 1
+        if _C10D_MARK.search(line):
+            joined = 0
+            while i < n and joined < limit and _open(line):
+                nxt = _ANSI.sub("", lines[i]).rstrip("\r")
+                if not nxt.strip() or _OWN_PREFIX.match(nxt):
+                    break
+                glued = line + nxt.strip()
+                line = glued if logfacts.work_readable(glued) and not logfacts.work_readable(line + " " + nxt.strip()) \
+                    else line.rstrip() + " " + nxt.strip()
+                i += 1
+                joined += 1
+        yield no, line
+
+
+def _open(line: str) -> bool:
+    return (line.count("(") > line.count(")") or line.count("[") > line.count("]")
+            or bool(_BARE_PREFIX.search(line.rstrip())) or line.rstrip().endswith(("last completed", "NCCL", ",")))
 
 
 def _resolve(procs: dict[tuple[Any, int], LineInfo], index_sets: set[tuple[tuple[str, int], ...]],
@@ -373,8 +407,10 @@ def _rank_of(who: Who, ranks: dict[tuple[Any, int], int | None], sizes: dict[str
     if who[0] in ("rank", "file"):
         return who[1]
     if who[0] == "pid":
-        return ranks.get((who[1], who[2]))
-    return ranknames.global_from_indices(dict(who[1]), sizes)
+        r = ranks.get((who[1], who[2]))
+        return r if r is not None else who[3]
+    r = ranknames.global_from_indices(dict(who[1]), sizes)
+    return r if r is not None else who[2]
 
 
 # Of two facts about one call of one rank, the one that says more about where the rank is wins its state.

@@ -172,3 +172,29 @@ def test_prose_is_skipped_and_every_file_is_accounted_for(tmp_path: Path) -> Non
     notes = "\n".join(b.notes)
     assert "NOTES.txt: skipped, a README or notes file" in notes
     assert "rank1.log: read as a log (cuda_oom; lines from rank 1)" in notes
+
+
+def test_watchdog_lines_wrapped_by_a_terminal_are_joined_back(tmp_path: Path) -> None:
+    text = "\n".join([
+        "[rank0]:[E327 17:04:16.986381360 ProcessGroupNCCL.cpp:565] [Rank 0]",
+        "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=2,",
+        "OpType=ALLREDUCE, NumelIn=12, NumelOut=12, Timeout(ms)=1000) ran for",
+        "1099 milliseconds before timing out.",
+        "[rank2]:[E424 01:11:21.16 ProcessGroupNCCL.cpp:629] [Rank 2] Watchdog caught collective operation timeout: "
+        "WorkNCCL(SeqNum=4, OpTy",
+        "pe=BROADCAST, NumelIn=112, NumelOut=112, Timeout(ms)=1800000) ran for 1800010 milliseconds before timing out.",
+        "an unrelated line (",
+        "[rank1]: hello",
+    ])
+    calls, events, _ = read(tmp_path, text)
+    assert [(c["rank"], c["seq"], c["op"]) for c in sorted(calls, key=lambda c: c["rank"])] == [
+        (0, 2, "all_reduce"), (2, 4, "broadcast")]
+    assert sorted(e["rank"] for e in events) == [0, 2]
+
+
+def test_nccl_info_lines_take_the_files_rank_when_their_pid_names_none(tmp_path: Path) -> None:
+    line = ("h03r3n06:45012:45012 [2] NCCL INFO AllGather: opCount 28c sendbuff 0x7f1fd894af00 recvbuff 0x7f1ed1c00100 "
+            "count 59205120 datatype 0 op 0 root 0 comm 0x559c24b55610 [nranks=4] stream 0x559c248a3630\n")
+    calls, _, _ = read(tmp_path, line, "rank2-nccl-info.log")
+    assert [(c["rank"], c["seq"], c["op"], c["dtype"], c["group"]) for c in calls] == [
+        (2, 653, "all_gather", "int8", "nccl:nranks=4")]

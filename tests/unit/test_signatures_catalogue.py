@@ -48,6 +48,8 @@ REAL = [
     ("c10d_dump_signal", "[rank0]:[E810 03:04:11.562692551 ProcessGroupNCCL.cpp:1858] [PG ID 0 PG GUID 0(default_pg) "
      "Rank 0] Received a dump signal due to a collective timeout from  rank 1 and we will try our best to dump the "
      "debug info.", {"worker_rank": "1"}),  # about rank 1's timeout, not its printer
+    ("c10d_dump_signal", "[rank0]:[E327 17:04:16.182548526 ProcessGroupNCCL.cpp:1346] [PG 0 Rank 0] Received a timeout "
+     "signal from this local rank and will start to dump the debug info.", {}),  # the 2.3 wording
     ("c10d_watchdog_stuck", "[rank2]:[E1229 20:29:13.091296956 ProcessGroupNCCL.cpp:1484] [PG ID 0 PG GUID "
      "0(default_pg) Rank 2] ProcessGroupNCCL's watchdog got stuck for 480 seconds without making progress in "
      "monitoring enqueued collectives.", {"seconds": "480"}),
