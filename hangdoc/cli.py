@@ -84,8 +84,10 @@ def import_(
 ) -> None:
     """Read artifacts people already have into one bundle, for `hangdoc analyze` or to attach to a report."""
     from hangdoc.importers import load_inputs
+    from hangdoc.redact import redact_bundle
 
     bundle = load_inputs(list(inputs))
+    redact_bundle(bundle)  # a bundle gets copied around as it is: no secret from the logs goes into it
     path = bundle.write(output)
     counts = ", ".join(f"{name} {bundle.rows(name):,}" for name in sorted(bundle.tables) if bundle.rows(name))
     typer.echo(f"bundle: {path} ({counts or 'no rows'})  next: hangdoc analyze {path}")

@@ -100,3 +100,25 @@ def test_values_of_secret_variables_are_blanked_wherever_they_reappear():
     assert r.text(f"connecting to db as admin/{value} failed") == f"connecting to db as admin/{REDACTED} failed"
     assert r.env_pairs([("NCCL_X", f"x{value}y"), ("RANK", "0")]) == [("NCCL_X", f"x{REDACTED}y"), ("RANK", "0")]
     assert Redactor(["1"]).text("rank 1") == "rank 1"
+
+
+def test_import_writes_a_redacted_bundle(tmp_path):
+    """`hangdoc import` makes a bundle people attach as it is: the secrets in the logs it read stay out of it."""
+    from typer.testing import CliRunner
+
+    from hangdoc.bundle import Bundle
+    from hangdoc.cli import app
+
+    log = tmp_path / "rank0.log"
+    log.write_text(
+        "[rank0]:[E1204 10:00:00.000000000 ProcessGroupNCCL.cpp:632] [PG ID 0 PG GUID 0(default_pg) Rank 0] "
+        "Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, OpType=ALLREDUCE, NumelIn=4, "
+        "NumelOut=4, Timeout(ms)=600000) ran for 600001 milliseconds before timing out.\n"
+        "curl -H 'Authorization: Bearer abcdefghijklmnopqrstuvwxyz012345' https://user:hunter2@example.org/\n"
+    )
+    out = tmp_path / "bundle"
+    r = CliRunner().invoke(app, ["import", str(log), "--output", str(out)])
+    assert r.exit_code == 0, r.output
+    written = b"".join(p.read_bytes() for p in out.iterdir() if p.is_file())
+    assert b"abcdefghijklmnopqrstuvwxyz012345" not in written and b"hunter2" not in written
+    assert Bundle.open(out).rows("log_events") > 0
