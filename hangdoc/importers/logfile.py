@@ -553,7 +553,12 @@ def read(files: list[Path]) -> Bundle:
                 h.line_no = None
         scans.append(scan)
         if _STACK_HINT.search(text):
-            frames.extend(pyspy.parse_text(_ANSI.sub("", text))[0])
+            stack_rows, titles = pyspy.parse_text(_ANSI.sub("", text))
+            frames.extend(stack_rows)
+            for pid, title in titles.items():  # "Process 88693: sglang::scheduler_PP2_TP1" names the stacks below
+                name = title.split("::", 1)[-1].split()[0] if title.strip() else ""
+                if ranknames.parse_indices(name) and (None, pid) not in scan.procs:
+                    scan.procs[(None, pid)] = LineInfo(None, pid, name=name, indices=ranknames.parse_indices(name))
         bundle.note(f"{f}: read as a log ({_read_as(scan)})")
     events, proc_rows, calls, notes = facts_from(scans, index_sets)
     for n in notes:
