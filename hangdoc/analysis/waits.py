@@ -16,10 +16,10 @@ import numpy as np
 
 from hangdoc.analysis.model import (
     LAGGING_RANK,
-    OpCall,
     MISSING_RANK,
     ORDER_INVERSION,
     WAIT_CHAIN,
+    OpCall,
     Finding,
 )
 from hangdoc.analysis.text import number, plural, ranks_text
@@ -100,7 +100,7 @@ def find_lags(view: CollectiveView) -> list[Lag]:
         if c.at_frontier:
             eligible[c.comm] = False
     cand = np.nonzero(~has & eligible[view.pair_comm] & (view.pair_maxseq < maxfront[view.pair_comm]))[0]
-    laggers: dict[int, list[tuple[int, int]]] = {}
+    laggers: dict[int, list[tuple[int, int, int]]] = {}  # comm -> (rank, last seq issued, 1 if still in a call)
     for p in cand.tolist():
         laggers.setdefault(int(view.pair_comm[p]), []).append((int(view.pair_rank[p]), int(view.pair_maxseq[p]), 0))
     # A member still in a call its peers have completed (they are in flight further on) is behind as well: it

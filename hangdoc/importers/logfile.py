@@ -1,6 +1,8 @@
-"""Engine and launcher logs (vLLM, SGLang, TensorRT-LLM, torchrun, NCCL) -> log_events rows via the catalogue.
+"""Engine, launcher and library logs (PyTorch c10d, NCCL, vLLM, SGLang, TensorRT-LLM, torchrun) -> facts about ranks.
 
-Only lines the signature catalogue knows become events; everything else is read just for who wrote it. Each
+Lines that give a collective's position become collectives rows (hangdoc.importers.logfacts); lines the
+signature catalogue knows become log_events rows with the event they tell about their rank; one "seen" row per
+rank and file says whose log is in the input. Prose (README, Markdown notes) is skipped with a note. Each
 line is attributed to a process and a rank from its prefix, the way these projects print them:
 `(Worker_DP1_TP2 pid=123) INFO 10-22 17:38:02 [file.py:1] ...` (vLLM, also `(VllmWorker rank=0 pid=1)`),
 `[2025-04-03 20:06:34 DP1 TP0] ...` (SGLang), `[01/16/2026-06:20:17] [TRT-LLM] [RANK 0] [E] ...`,
