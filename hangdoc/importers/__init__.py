@@ -51,6 +51,7 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
         bundle = Bundle.merge([Bundle.open(c, defer=defer) for c in sorted(p.iterdir()) if Bundle.is_bundle(c)])
     else:
         claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
+        skipped: list[Path] = []
         mods = importers()
         for f in _files_of(p):
             for mod in mods:
@@ -61,6 +62,8 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
                 if ok:
                     claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
                     break
+            else:
+                skipped.append(f)
         if not claimed:
             what = "directory" if p.is_dir() else "file"
             raise InputError(
@@ -76,10 +79,24 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
             except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
                 raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
         bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
+        for name, (_, files) in claimed.items():
+            if name != "log":  # the log importer says per file what it read each one as
+                bundle.note(f"{_count(files)} read as {name}: {_names(files)}")
+        if skipped:
+            bundle.note(f"{_count(skipped)} not read (no format hangdoc knows): {_names(skipped)}")
     bundle.manifest.setdefault("inputs", [])
     if str(p) not in bundle.manifest["inputs"]:
         bundle.manifest["inputs"].append(str(p))
     return bundle
+
+
+def _count(files: list[Path]) -> str:
+    return f"{len(files)} file{'s' if len(files) != 1 else ''}"
+
+
+def _names(files: list[Path], limit: int = 4) -> str:
+    shown = ", ".join(f.name for f in files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
 def load_inputs(paths: list[str | Path], defer: Mapping[str, Collection[str]] | None = None) -> Bundle:
