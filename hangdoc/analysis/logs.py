@@ -451,7 +451,9 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
     calls = _log_calls(table)
     seen = {int(e["rank"]) for e in events if e.get("rank") is not None}
     known = seen | set(procs.ranked()) | {int(c["rank"]) for c in calls}
-    known |= set(range(max(known) + 1)) if known else set()
+    sizes = [s for s in table("processes").column("world_size").to_pylist() if s] if table("processes").num_rows else []
+    world = max([max(known) + 1 if known else 0] + sizes)  # ranks count from 0: rank 3 means a world of 4 or more
+    known |= set(range(world))
     w = waiting(events, sigs, calls, views)
     fs = failures(events, sigs, w)
     covered = {r for f in earlier if f.kind == RANK_EXITED for r in f.ranks}
