@@ -208,3 +208,14 @@ def test_a_catalogued_line_names_no_rank_by_itself() -> None:
                                          rank=2)]).table)
     (f,) = found
     assert f.kind == LOG_SIGNATURE and f.ranks == () and f.details["printed_by"] == [2]
+
+
+def test_missing_fields_in_log_rows_do_not_break_the_pass() -> None:
+    events = [timeout(1, t=400.0), ev("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory.", rank=0, t=5.0), seen(0)]
+    calls = [call(1, 57), call(2, 57)]
+    for key in ("signature", "text", "rank", "t", "pid", "event", "file", "line_no", "severity", "context"):
+        d = diagnose(bundle([{**e, key: None} for e in events], collectives=calls))
+        assert not [n for n in d.notes if "failed" in n], key
+    for key in calls[0]:
+        d = diagnose(bundle(events, collectives=[{**c, key: None} for c in calls]))
+        assert not [n for n in d.notes if "failed" in n], key
