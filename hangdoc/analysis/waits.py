@@ -22,7 +22,7 @@ from hangdoc.analysis.model import (
     OpCall,
     Finding,
 )
-from hangdoc.analysis.text import number, plural, ranks_text
+from hangdoc.analysis.text import number, plural, rank_ranges, ranks_text
 from hangdoc.analysis.view import CollectiveView
 from hangdoc.importers.logfacts import SOURCES as LOG_SOURCES
 
@@ -470,8 +470,12 @@ def _silent_in_logs(ctx: "Context", view: CollectiveView, g: WaitGraph) -> list[
     comm = view.comms[main.comm]
     call = view.call(main.wait_row)
     pg = "" if comm.name in ("0", "detail") else f" of process group {comm.name}"
-    waited = f"{ranks_text(main.waiters)} {'is' if len(main.waiters) == 1 else 'are'} in {_op_text(call)} " \
-             f"SeqNum {main.seq}{pg} ({call.state.replace('_', ' ')})"
+    who_waits = ranks_text(main.waiters) if len(main.waiters) < 3 else "ranks " + rank_ranges(main.waiters)
+    if call.state == "timed_out":
+        waited = f"{who_waits} timed out in {_op_text(call)} SeqNum {main.seq}{pg}"
+    else:
+        waited = (f"{who_waits} {'is' if len(main.waiters) == 1 else 'are'} in {_op_text(call)} SeqNum "
+                  f"{main.seq}{pg} ({call.state.replace('_', ' ')})")
     absent = sorted(ms - seen)
     who = ranks_text(missing)
     evidence = [f"{view.comms[x.comm].id} SeqNum {x.seq}: {ranks_text(x.waiters)} in {_op_text(view.call(x.wait_row))}; "
