@@ -191,7 +191,7 @@ def waiting(events: list[dict[str, Any]], sigs: dict[str, Signature], calls: lis
                 w.since[r] = min(w.since.get(r, start), start)
                 w.reported[r] = min(w.reported.get(r, float(e["t"])), float(e["t"]))
     for c in calls:
-        if c.get("state") in ("timed_out",) and c.get("rank") is not None:
+        if c.get("state") == "timed_out" and c.get("rank") is not None and c.get("seq") is not None:
             r = int(c["rank"])
             w.ranks.add(r)
             w.where.setdefault((str(c["group"]), int(c["seq"]), c.get("op")), set()).add(r)
@@ -452,8 +452,10 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
     views = {v.rank: v for v in (views if views is not None else rank_views(table, procs)) if v.rank is not None}
     calls = _log_calls(table)
     seen = {int(e["rank"]) for e in events if e.get("rank") is not None}
-    known = seen | set(procs.ranked()) | {int(c["rank"]) for c in calls}
-    known |= set(range(max(known) + 1)) if known else set()
+    known = seen | set(procs.ranked()) | {int(c["rank"]) for c in calls if c.get("rank") is not None}
+    sizes = [s for s in table("processes").column("world_size").to_pylist() if s] if table("processes").num_rows else []
+    world = max([max(known) + 1 if known else 0] + sizes)  # ranks count from 0: rank 3 means a world of 4 or more
+    known |= set(range(world))
     w = waiting(events, sigs, calls, views)
     fs = failures(events, sigs, w)
     covered = {r for f in earlier if f.kind == RANK_EXITED for r in f.ranks}

@@ -16,13 +16,13 @@ import numpy as np
 
 from hangdoc.analysis.model import (
     LAGGING_RANK,
-    OpCall,
     MISSING_RANK,
     ORDER_INVERSION,
     WAIT_CHAIN,
+    OpCall,
     Finding,
 )
-from hangdoc.analysis.text import number, plural, ranks_text, verb
+from hangdoc.analysis.text import number, plural, rank_ranges, ranks_text, verb
 from hangdoc.analysis.view import CollectiveView
 from hangdoc.importers.logfacts import SOURCES as LOG_SOURCES
 
@@ -100,7 +100,7 @@ def find_lags(view: CollectiveView) -> list[Lag]:
         if c.at_frontier:
             eligible[c.comm] = False
     cand = np.nonzero(~has & eligible[view.pair_comm] & (view.pair_maxseq < maxfront[view.pair_comm]))[0]
-    laggers: dict[int, list[tuple[int, int]]] = {}
+    laggers: dict[int, list[tuple[int, int, int]]] = {}  # comm -> (rank, last seq issued, 1 if still in a call)
     for p in cand.tolist():
         laggers.setdefault(int(view.pair_comm[p]), []).append((int(view.pair_rank[p]), int(view.pair_maxseq[p]), 0))
     # A member still in a call its peers have completed (they are in flight further on) is behind as well: it
@@ -484,8 +484,12 @@ def _silent_in_logs(ctx: "Context", view: CollectiveView, g: WaitGraph) -> list[
     comm = view.comms[main.comm]
     call = view.call(main.wait_row)
     pg = "" if comm.name in ("0", "detail") else f" of process group {comm.name}"
-    waited = f"{ranks_text(main.waiters)} {'is' if len(main.waiters) == 1 else 'are'} in {_op_text(call)} " \
-             f"SeqNum {main.seq}{pg} ({call.state.replace('_', ' ')})"
+    who_waits = ranks_text(main.waiters) if len(main.waiters) < 3 else "ranks " + rank_ranges(main.waiters)
+    if call.state == "timed_out":
+        waited = f"{who_waits} timed out in {_op_text(call)} SeqNum {main.seq}{pg}"
+    else:
+        waited = (f"{who_waits} {'is' if len(main.waiters) == 1 else 'are'} in {_op_text(call)} SeqNum "
+                  f"{main.seq}{pg} ({call.state.replace('_', ' ')})")
     absent = sorted(ms - seen)
     who = ranks_text(missing)
     evidence = [f"{view.comms[x.comm].id} SeqNum {x.seq}: {ranks_text(x.waiters)} in {_op_text(view.call(x.wait_row))}; "

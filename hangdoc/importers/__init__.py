@@ -73,6 +73,7 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
         bundle = Bundle.merge(parts)
     else:
         claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
+        unknown: list[Path] = []
         mods = importers()
         files, skipped = _files_of(p)
         for f in files:
@@ -87,12 +88,15 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
                 if ok:
                     claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
                     break
+            else:
+                unknown.append(f)
         if not claimed:
             what = "directory" if p.is_dir() else "file"
             raise InputError(
                 f"{p}: {what} holds nothing hangdoc reads (a bundle, Flight Recorder dumps, collective traces, "
                 f"py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
-                + (f"; {len(skipped)} file(s) skipped, first: {skipped[0]}" if skipped else "")
+                + (f"; {_count(unknown)} of no known format, first: {unknown[0]}" if unknown else "")
+                + (f"; {len(skipped)} skipped, first: {skipped[0]}" if skipped else "")
             )
         parts = []
         for mod, files in claimed.values():
@@ -103,12 +107,26 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
             except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
                 raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
         bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
+        for name, (_, files) in claimed.items():
+            if name != "log":  # the log importer says per file what it read each one as
+                bundle.note(f"{_count(files)} read as {name}: {_names(files)}")
+        if unknown:
+            bundle.note(f"{_count(unknown)} not read (no format hangdoc knows): {_names(unknown)}")
     for note in skipped:
         bundle.note(note)
     bundle.manifest.setdefault("inputs", [])
     if str(p) not in bundle.manifest["inputs"]:
         bundle.manifest["inputs"].append(str(p))
     return bundle
+
+
+def _count(files: list[Path]) -> str:
+    return f"{len(files)} file{'s' if len(files) != 1 else ''}"
+
+
+def _names(files: list[Path], limit: int = 4) -> str:
+    shown = ", ".join(f.name for f in files[:limit])
+    return shown + (f" and {len(files) - limit} more" if len(files) > limit else "")
 
 
 def load_inputs(paths: list[str | Path], defer: Mapping[str, Collection[str]] | None = None) -> Bundle:

@@ -1,6 +1,8 @@
-"""Engine and launcher logs (vLLM, SGLang, TensorRT-LLM, torchrun, NCCL) -> log_events rows via the catalogue.
+"""Engine, launcher and library logs (PyTorch c10d, NCCL, vLLM, SGLang, TensorRT-LLM, torchrun) -> facts about ranks.
 
-Only lines the signature catalogue knows become events; everything else is read just for who wrote it. Each
+Lines that give a collective's position become collectives rows (hangdoc.importers.logfacts); lines the
+signature catalogue knows become log_events rows with the event they tell about their rank; one "seen" row per
+rank and file says whose log is in the input. Prose (README, Markdown notes) is skipped with a note. Each
 line is attributed to a process and a rank from its prefix, the way these projects print them:
 `(Worker_DP1_TP2 pid=123) INFO 10-22 17:38:02 [file.py:1] ...` (vLLM, also `(VllmWorker rank=0 pid=1)`),
 `[2025-04-03 20:06:34 DP1 TP0] ...` (SGLang), `[01/16/2026-06:20:17] [TRT-LLM] [RANK 0] [E] ...`,
@@ -554,7 +556,12 @@ def read(files: list[Path]) -> Bundle:
                 h.line_no = None
         scans.append(scan)
         if _STACK_HINT.search(text):
-            frames.extend(pyspy.parse_text(_ANSI.sub("", text))[0])
+            stack_rows, titles = pyspy.parse_text(_ANSI.sub("", text))
+            frames.extend(stack_rows)
+            for pid, title in titles.items():  # "Process 88693: sglang::scheduler_PP2_TP1" names the stacks below
+                name = title.split("::", 1)[-1].split()[0] if title.strip() else ""
+                if ranknames.parse_indices(name) and (None, pid) not in scan.procs:
+                    scan.procs[(None, pid)] = LineInfo(None, pid, name=name, indices=ranknames.parse_indices(name))
         bundle.note(f"{f}: read as a log ({_read_as(scan)})")
     events, proc_rows, calls, notes = facts_from(scans, index_sets)
     for n in notes:

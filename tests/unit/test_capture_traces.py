@@ -93,7 +93,8 @@ def test_given_directory_with_fr_dumps_and_vllm_stack_dumps(tmp_path):
 def test_directory_with_only_vllm_dumps_is_not_an_error(tmp_path):
     (tmp_path / "VLLM_STACK_DUMP_for_worker_TP0_11.log").write_text(VLLM_DUMP)
     out = traces.collect_traces([], [tmp_path], "node1")
-    assert out.tables["py_frames"].num_rows == 2 and out.notes == []
+    assert out.tables["py_frames"].num_rows == 2
+    assert [n.split(": ", 1)[1] for n in out.notes] == ["1 file read as vllm-watchdog: VLLM_STACK_DUMP_for_worker_TP0_11.log"]
 
 
 def test_missing_and_unreadable_inputs_are_notes(tmp_path):

@@ -198,3 +198,16 @@ def test_nccl_info_lines_take_the_files_rank_when_their_pid_names_none(tmp_path:
     calls, _, _ = read(tmp_path, line, "rank2-nccl-info.log")
     assert [(c["rank"], c["seq"], c["op"], c["dtype"], c["group"]) for c in calls] == [
         (2, 653, "all_gather", "int8", "nccl:nranks=4")]
+
+
+def test_a_directory_input_says_what_each_file_was_read_as(tmp_path: Path) -> None:
+    from hangdoc.importers import load_path
+
+    (tmp_path / "rank1.log").write_text("[rank1]: torch.OutOfMemoryError: CUDA out of memory.\n")
+    (tmp_path / "README.md").write_text("# Repro\nIt printed `torch.OutOfMemoryError: CUDA out of memory` on rank 0.\n")
+    (tmp_path / "env.csv").write_text("name,value\nNCCL_DEBUG,INFO\n")
+    b = load_path(tmp_path)
+    notes = "\n".join(b.notes)
+    assert "README.md: skipped, a md document" in notes
+    assert "1 file not read (no format hangdoc knows): env.csv" in notes
+    assert [e["rank"] for e in b.table("log_events").to_pylist() if e["event"] == "oom"] == [1]

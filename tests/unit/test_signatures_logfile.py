@@ -104,8 +104,9 @@ def test_py_spy_dump_inside_an_sglang_log_becomes_frames(tmp_path: Path) -> None
         "    event_loop_normal (sglang/srt/managers/scheduler.py:880)",
         "",
     ])
-    events, _, frames = _read(tmp_path, "sglang.log", text)
+    events, procs, frames = _read(tmp_path, "sglang.log", text)
     assert events[0]["signature"] == "sglang_watchdog_timeout" and events[0]["rank"] == 3
+    assert {p["pid"]: p["global_rank"] for p in procs}[8812] == 3  # the py-spy header's title labels the stacks
     assert [(f["pid"], f["depth"], f["function"]) for f in frames][:2] == [(8812, 0, "broadcast"),
                                                                              (8812, 1, "_broadcast_reqs_across_ranks")]
 

@@ -122,8 +122,8 @@ def test_silent_member_of_a_known_group_is_named_as_never_entering_the_call() ->
     d = diagnose(bundle([timeout(r, seq=1132079) for r in (1, 2, 3)] + [seen(r) for r in range(4)],
                         collectives=rows))
     assert d.verdict.kind == MISSING_RANK and d.verdict.culprit_ranks == (0,)
-    assert ("ranks 1, 2, 3 are in all_reduce numel=8 SeqNum 1132079 (timed out); rank 0 of the 4 logged nothing "
-            "about it: it never entered that call") in d.verdict.summary
+    assert ("ranks 1-3 timed out in all_reduce numel=8 SeqNum 1132079; rank 0 of the 4 logged nothing about it: it "
+            "never entered that call") in d.verdict.summary
 
 
 def test_silent_ranks_as_many_as_the_waiters_and_absent_from_the_input_are_not_named() -> None:
@@ -208,3 +208,14 @@ def test_a_catalogued_line_names_no_rank_by_itself() -> None:
                                          rank=2)]).table)
     (f,) = found
     assert f.kind == LOG_SIGNATURE and f.ranks == () and f.details["printed_by"] == [2]
+
+
+def test_missing_fields_in_log_rows_do_not_break_the_pass() -> None:
+    events = [timeout(1, t=400.0), ev("cuda_oom", "torch.OutOfMemoryError: CUDA out of memory.", rank=0, t=5.0), seen(0)]
+    calls = [call(1, 57), call(2, 57)]
+    for key in ("signature", "text", "rank", "t", "pid", "event", "file", "line_no", "severity", "context"):
+        d = diagnose(bundle([{**e, key: None} for e in events], collectives=calls))
+        assert not [n for n in d.notes if "failed" in n], key
+    for key in calls[0]:
+        d = diagnose(bundle(events, collectives=[{**c, key: None} for c in calls]))
+        assert not [n for n in d.notes if "failed" in n], key
