@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from collrows import history
 from hangdoc.analysis import host
 from hangdoc.analysis.model import ORPHANED_PROCESS, RANK_EXITED, RANK_STOPPED, STUCK_IN_TEARDOWN
 from hangdoc.analysis.pipeline import diagnose
@@ -207,3 +208,16 @@ def test_the_verdict_names_a_rank_in_d_state_over_stack_divergence_and_the_shm_b
 def test_the_verdict_names_a_killed_rank_over_stack_divergence_and_the_shm_broadcast_timeout() -> None:
     d = diagnose(vllm_tp2("ZZZ", wchan="0", rank1_status="zombie"))
     assert d.verdict.kind == RANK_EXITED and d.verdict.culprit_ranks == (1,)
+
+
+def test_with_traces_the_stopped_rank_stays_the_verdict_inside_or_before_the_collective() -> None:
+    """Traced by `hangdoc run`: rank 1 stopped before its all_reduce (a lagging rank, the wait-for root) or inside
+    it (both ranks in the same call, no wait edge). Either way the stopped process is the cause."""
+    for inside in (False, True):
+        b = vllm_tp2("TTT")
+        rank1 = (history(1, "tp:0", 5, ranks=[0, 1], last_state="started", pid=101) if inside
+                 else history(1, "tp:0", 4, ranks=[0, 1], pid=101))
+        b.add("collectives", table_from_rows(
+            "collectives", history(0, "tp:0", 5, ranks=[0, 1], last_state="started", pid=100) + rank1))
+        d = diagnose(b)
+        assert (d.verdict.kind, d.verdict.culprit_ranks, d.verdict.confidence) == (RANK_STOPPED, (1,), "high")
