@@ -278,7 +278,7 @@ def lagging_pass(ctx: "Context") -> list[Finding]:
             continue  # explained by a mismatch, missing altogether, or itself waiting (a symptom)
         by_rank.setdefault(lag.rank, []).append(lag)
     findings = []
-    if view.sources and view.sources <= LOG_SOURCES:
+    if by_rank and view.sources and view.sources <= LOG_SOURCES:
         by_rank, findings = _most_behind(view, by_rank)
     for rank, lags in sorted(by_rank.items()):
         lags.sort(key=lambda x: (-len(x.waiters), view.comms[x.comm].id))
