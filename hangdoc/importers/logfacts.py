@@ -148,7 +148,7 @@ class _Traceback:
 
 @dataclass
 class Reader:
-    """Facts of one log file, fed line by line (`feed(no, rank, who, t, body)`)."""
+    """Facts of one log file, fed line by line (`feed(no, who, t, body)`), then `finish()`."""
 
     file: str
     host: str | None = None
@@ -412,7 +412,7 @@ class Reader:
         if tb is None:
             return
         text = body.strip()
-        if not text or body[:1] in (" ", "\t") or text.startswith(("File ", "^", "~")) or tb.frames == 0 and not text:
+        if not text or body[:1] in (" ", "\t") or text.startswith(("File ", "^", "~")):
             tb.frames += 1
             return
         m = _TB_EXC.match(text)
