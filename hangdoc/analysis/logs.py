@@ -438,7 +438,7 @@ def _log_calls(table: Callable[[str], pa.Table]) -> list[dict[str, Any]]:
         return []
     src = t.column("source")
     keep = pc.is_in(src.cast(pa.string()), value_set=pa.array(list(logfacts.SOURCES)))
-    t = t.filter(pc.fill_null(keep, False)).select(["rank", "group", "seq", "op", "state", "source"])
+    t = t.filter(pc.fill_null(keep, False)).select(["rank", "group", "seq", "op", "state", "source", "group_size"])
     return t.to_pylist() if t.num_rows else []
 
 
@@ -454,6 +454,7 @@ def log_findings(table: Callable[[str], pa.Table], earlier: Sequence[Finding] = 
     seen = {int(e["rank"]) for e in events if e.get("rank") is not None}
     known = seen | set(procs.ranked()) | {int(c["rank"]) for c in calls if c.get("rank") is not None}
     sizes = [s for s in table("processes").column("world_size").to_pylist() if s] if table("processes").num_rows else []
+    sizes += [c["group_size"] for c in calls if c.get("group") == logfacts.DEFAULT_PG and c.get("group_size")]
     world = max([max(known) + 1 if known else 0] + sizes)  # ranks count from 0: rank 3 means a world of 4 or more
     known |= set(range(world))
     w = waiting(events, sigs, calls, views)

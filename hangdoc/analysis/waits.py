@@ -289,7 +289,7 @@ def lagging_pass(ctx: "Context") -> list[Finding]:
             continue  # explained by a mismatch, missing altogether, or itself waiting (a symptom)
         by_rank.setdefault(lag.rank, []).append(lag)
     findings = []
-    if view.sources and view.sources <= LOG_SOURCES:
+    if by_rank and view.sources and view.sources <= LOG_SOURCES:
         by_rank, findings = _most_behind(view, by_rank)
     for rank, lags in sorted(by_rank.items()):
         lags.sort(key=lambda x: (-len(x.waiters), view.comms[x.comm].id))
@@ -463,8 +463,8 @@ def wait_chain_pass(ctx: "Context") -> list[Finding]:
 
 def _silent_in_logs(ctx: "Context", view: CollectiveView, g: WaitGraph) -> list[Finding]:
     """missing_rank from logs: 'ranks 1-3 timed out in all_reduce SeqNum 57; rank 0 of the 4 logged nothing
-    about it: it never entered that call'; or, when the silent ranks cannot be told from ranks whose logs are
-    simply absent, no culprit and what would decide."""
+    about it: it never entered that call'. Nothing when the silent ranks cannot be told from ranks whose logs are
+    simply absent (the log pass then says who waits and what would decide)."""
     members = {r for c in view.comms if c.members_known for r in c.members}
     missing = tuple(r for r in view.missing_ranks if r in members)
     if not missing:
@@ -507,13 +507,7 @@ def _silent_in_logs(ctx: "Context", view: CollectiveView, g: WaitGraph) -> list[
                         details={"source": "log", "silent_ranks": list(missing),
                                  "confidence": "low" if absent else "medium",
                                  "clause": f"it logged nothing about SeqNum {main.seq}{pg}"})]
-    summary = (f"{waited}; {who} logged nothing, and {'its' if len(absent) == 1 else 'their'} logs are not in the "
-               f"input: as many ranks are silent as wait, so the evidence cannot say which one the others wait "
-               f"for. Add the logs of {ranks_text(absent)}, or Flight Recorder dumps (TORCH_NCCL_TRACE_BUFFER_SIZE, "
-               f"TORCH_NCCL_DUMP_ON_TIMEOUT=1) of every rank")
-    return [Finding(kind=MISSING_RANK, ranks=(), summary=summary, group=comm.id, seq=main.seq, op=call.label(),
-                    evidence=tuple(evidence), waiting_ranks=tuple(waiters), count=len(missing),
-                    details={"source": "log", "silent_ranks": list(missing), "undecided": True, "confidence": "low"})]
+    return []  # as many silent as waiting, their logs absent: the log pass says who waits and what would decide
 
 
 def _most_behind(view: CollectiveView, by_rank: dict[int, list[Lag]]) -> tuple[dict[int, list[Lag]], list[Finding]]:

@@ -110,6 +110,14 @@ def work_readable(line: str) -> bool:
     return _WORK.search(line) is not None
 
 
+def _numel(text: str | None) -> int | None:
+    """An element count; None when absent or not a count (coalesced works print 2**64 - 1)."""
+    if not text:
+        return None
+    n = int(text)
+    return n if 0 <= n < 1 << 62 else None
+
+
 def _ranks(text: str) -> list[int]:
     return [int(x) for x in re.findall(r"\d+", text)]
 
@@ -140,7 +148,7 @@ class _Traceback:
 
 @dataclass
 class Reader:
-    """Facts of one log file, fed line by line (`feed(no, rank, who, t, body)`)."""
+    """Facts of one log file, fed line by line (`feed(no, who, t, body)`), then `finish()`."""
 
     file: str
     host: str | None = None
@@ -213,8 +221,7 @@ class Reader:
         group = pg if pg is not None else UNNAMED_PG
         base = {"group": group, "group_desc": desc or ("default_pg" if group == DEFAULT_PG else None)}
         if work is not None:
-            nin = int(work["nin"]) if work["nin"] else None
-            nout = int(work["nout"]) if work["nout"] else None
+            nin, nout = _numel(work["nin"]), _numel(work["nout"])
             self._coll(no, who, C10D, None, seq=int(work["seq"]), op=normalize_op(work["op"]), in_numel=nin,
                        out_numel=nout, state="timed_out" if _WATCHDOG.search(body) else "started", **base)
         if status is not None:
@@ -405,7 +412,7 @@ class Reader:
         if tb is None:
             return
         text = body.strip()
-        if not text or body[:1] in (" ", "\t") or text.startswith(("File ", "^", "~")) or tb.frames == 0 and not text:
+        if not text or body[:1] in (" ", "\t") or text.startswith(("File ", "^", "~")):
             tb.frames += 1
             return
         m = _TB_EXC.match(text)

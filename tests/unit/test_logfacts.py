@@ -54,6 +54,13 @@ def test_watchdog_and_pg_status_lines_of_each_pytorch_era(tmp_path: Path) -> Non
     assert {e["event"] for e in events} == {"timeout"}
 
 
+def test_a_coalesced_works_numel_of_two_to_the_64_is_no_count(tmp_path: Path) -> None:
+    calls, _, _ = read(tmp_path, "[rank1]:[E ProcessGroupNCCL.cpp:545] [Rank 1] Watchdog caught collective operation "
+                       "timeout: WorkNCCL(SeqNum=2, OpType=COALESCED, NumelIn=18446744073709551615, NumelOut="
+                       "18446744073709551615, Timeout(ms)=10000) ran for 10000 milliseconds before timing out.\n")
+    assert [(c["rank"], c["seq"], c["op"], c["in_numel"]) for c in calls] == [(1, 2, "coalesced", None)]
+
+
 def test_dump_signal_points_at_the_rank_whose_watchdog_fired(tmp_path: Path) -> None:
     text = "\n".join([
         "[rank1]:[E418 01:32:50.9 ProcessGroupNCCL.cpp:1890] [PG ID 0 PG GUID 0(default_pg) Rank 1] Received a dump "

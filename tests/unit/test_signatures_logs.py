@@ -129,8 +129,8 @@ def test_silent_member_of_a_known_group_is_named_as_never_entering_the_call() ->
 def test_silent_ranks_as_many_as_the_waiters_and_absent_from_the_input_are_not_named() -> None:
     rows = [call(r, 77, size=4) for r in (0, 1)]
     d = diagnose(bundle([timeout(r, seq=77) for r in (0, 1)] + [seen(0), seen(1)], collectives=rows))
-    assert d.verdict.culprit_ranks == ()
-    assert "Add the logs of ranks 2, 3" in d.verdict.summary
+    assert d.verdict.culprit_ranks == () and d.verdict.kind == LOG_SIGNATURE
+    assert "ranks 2, 3: no log line at all in the input" in d.verdict.summary
 
 
 def test_a_member_at_a_lower_seqnum_is_behind_its_peers() -> None:
