@@ -40,7 +40,7 @@ def test_jsonl_decompression_bomb_is_skipped_line_by_line(tmp_path: Path) -> Non
         f.write(b'"}\n')
     assert (d / "rank0.jsonl.gz").stat().st_size < 8 << 20
     report = _report(hangdoc("analyze", d, "--format", "json", memory_mb=768, timeout=120))
-    assert report["notes"] == [f"{d / 'rank0.jsonl.gz'}: skipped 1 bad line: line 3 (longer than 16 MB)"]
+    assert f"{d / 'rank0.jsonl.gz'}: skipped 1 bad line: line 3 (longer than 16 MB)" in report["notes"]
     assert "tables read (rows): collectives 2" in report["checked"]
 
 

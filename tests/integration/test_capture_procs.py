@@ -221,17 +221,17 @@ def test_capture_redacts_the_bundle_it_writes(procs, tmp_path):
                                        "VLLM_SHORT_CRED": secrets["short"], "NCCL_COPY": f"x{password}"},
                          title=f"VLLM::Worker_TP0 {password}")
     log = tmp_path / "server.log"
-    log.write_text(
-        f"Authorization: Bearer {secrets['bearer']}\n"
-        f"fetching https://user:{secrets['url']}@hub.example.com/model\n"
-        f"OPENAI_API_KEY={secrets['sk']} token {secrets['hf']} login {password}\n"
+    log.write_text(  # a line's context is what the same process wrote before it
+        f"(Worker_TP0 pid=12) Authorization: Bearer {secrets['bearer']}\n"
+        f"(Worker_TP0 pid=12) fetching https://user:{secrets['url']}@hub.example.com/model\n"
+        f"(Worker_TP0 pid=12) OPENAI_API_KEY={secrets['sk']} token {secrets['hf']} login {password}\n"
         "(Worker_TP0 pid=12) WARNING 10-22 17:38:02 [shm_broadcast.py:1] No available shared memory broadcast "
         f"block found in 60 seconds. db={password}\n"
     )
     result = capture(CaptureOptions(output=tmp_path / "b", pids=[target.pid], samples=1, interval=0.0,
                                     pyspy=False, logs=[str(log)]))
     b = Bundle.open(result.path)
-    events = b.table("log_events").to_pylist()
+    events = [e for e in b.table("log_events").to_pylist() if e["event"] != "seen"]
     assert events and len(events[0]["context"]) == 3
     stored = "\n".join(
         [(result.path / "manifest.json").read_text()]
