@@ -9,6 +9,8 @@ state its confidence with `details["confidence"]` (used when no wait-for graph s
 """
 from __future__ import annotations
 
+import re
+
 from typing import TYPE_CHECKING, Sequence
 
 from hangdoc.analysis import model as m
@@ -93,7 +95,9 @@ def select(findings: Sequence[Finding], graph: "WaitGraph | None" = None) -> Ver
         peers = f.details.get("peers_text")
         if peers and primary.group is not None and f.details.get("reference_group") == primary.group:
             clause = clause.replace(str(peers), "those peers")  # the verdict's sentence already named them
-        parts.append(clause)
+        numbers = set(re.findall(r"\d+", clause))
+        if not numbers or not numbers <= set(re.findall(r"\d+", primary.summary)):
+            parts.append(clause)  # a clause whose numbers the sentence already gives says nothing new
         corroborating.append(f)
         used_kinds.add(f.kind)
     waiting_on: set[int] = set()

@@ -58,12 +58,11 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
     """One input (a bundle dir, a dump/trace dir, or a single file) as a bundle; `defer`: see Bundle.open."""
     p = Path(path)
     _check_named(p)
-    skipped: list[str] = []
     if Bundle.is_bundle(p):
         bundle = Bundle.open(p, defer=defer)
     elif p.is_dir() and any(Bundle.is_bundle(c) for c in p.iterdir()):
         # a directory of bundles, one per node (what `hangdoc capture --ray` writes): all of them, merged
-        parts = []
+        parts, skipped = [], []
         for c in sorted(p.iterdir()):
             target = leaves(p, c)
             if target is not None:
@@ -71,52 +70,64 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
             elif Bundle.is_bundle(c):
                 parts.append(Bundle.open(c, defer=defer))
         bundle = Bundle.merge(parts)
+        for note in skipped:
+            bundle.note(note)
     else:
-        claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
-        unknown: list[Path] = []
-        mods = importers()
         files, skipped = _files_of(p)
-        for f in files:
-            for mod in mods:
-                try:
-                    ok = mod.matches(f)
-                except OSError:
-                    ok = False
-                except Exception as exc:  # a hostile file (JSON nested 100,000 deep) must not end the run
-                    skipped.append(f"{f}: skipped, {mod.NAME} could not sniff it ({type(exc).__name__})")
-                    ok = False
-                if ok:
-                    claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
-                    break
-            else:
-                unknown.append(f)
-        if not claimed:
-            what = "directory" if p.is_dir() else "file"
-            raise InputError(
-                f"{p}: {what} holds nothing hangdoc reads (a bundle, Flight Recorder dumps, collective traces, "
-                f"py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
-                + (f"; {_count(unknown)} of no known format, first: {unknown[0]}" if unknown else "")
-                + (f"; {len(skipped)} skipped, first: {skipped[0]}" if skipped else "")
-            )
-        parts = []
-        for mod, files in claimed.values():
-            try:
-                parts.append(mod.read(files))
-            except HangdocError:
-                raise
-            except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
-                raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
-        bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
-        for name, (_, files) in claimed.items():
-            if name != "log":  # the log importer says per file what it read each one as
-                bundle.note(f"{_count(files)} read as {name}: {_names(files)}")
-        if unknown:
-            bundle.note(f"{_count(unknown)} not read (no format hangdoc knows): {_names(unknown)}")
-    for note in skipped:
-        bundle.note(note)
+        bundle = _read_files(files, skipped, p)
+    return _with_input(bundle, p)
+
+
+def _with_input(bundle: Bundle, p: Path) -> Bundle:
     bundle.manifest.setdefault("inputs", [])
     if str(p) not in bundle.manifest["inputs"]:
         bundle.manifest["inputs"].append(str(p))
+    return bundle
+
+
+def _read_files(files: list[Path], skipped: list[str], p: Path) -> Bundle:
+    """Files read together, each importer handed all the files it claims (`p` names them in errors)."""
+    claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
+    unknown: list[Path] = []
+    mods = importers()
+    for f in files:
+        for mod in mods:
+            try:
+                ok = mod.matches(f)
+            except OSError:
+                ok = False
+            except Exception as exc:  # a hostile file (JSON nested 100,000 deep) must not end the run
+                skipped.append(f"{f}: skipped, {mod.NAME} could not sniff it ({type(exc).__name__})")
+                ok = False
+            if ok:
+                claimed.setdefault(mod.NAME, (mod, []))[1].append(f)
+                break
+        else:
+            unknown.append(f)
+    if not claimed:
+        what = "directory" if p.is_dir() else "file"
+        raise InputError(
+            f"{p}: {what} holds nothing hangdoc reads (a bundle, Flight Recorder dumps, collective traces, "
+            f"py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
+            + (f"; {_count(unknown)} of no known format, first: {unknown[0]}" if unknown else "")
+            + (f"; {len(skipped)} skipped, first: {skipped[0]}" if skipped else "")
+        )
+    parts = []
+    for mod, claimed_files in claimed.values():
+        try:
+            parts.append(mod.read(claimed_files))
+        except HangdocError:
+            raise
+        except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
+            raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
+    bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
+    for name, (_, claimed_files) in claimed.items():
+        if name != "log":  # the log importer says per file what it read each one as
+            bundle.note(f"{_count(claimed_files)} read as {name}: {_names(claimed_files)}")
+    if unknown:
+        bundle.note(f"{_count(unknown)} not read (no format hangdoc knows): {_names(unknown)}")
+    for note in skipped:
+        bundle.note(note)
     return bundle
 
 
@@ -133,5 +144,18 @@ def load_inputs(paths: list[str | Path], defer: Mapping[str, Collection[str]] | 
     """All inputs merged into one bundle."""
     if not paths:
         raise InputError("no input given")
-    bundles = [load_path(p, defer) for p in paths]
+    # Plain files named together are read together, as a directory's files are: one rank's watchdog line can
+    # name the process group another rank's line leaves out, and an importer sees every rank's file at once.
+    named = [Path(p) for p in paths]
+    for p in named:
+        _check_named(p)
+    plain = [p for p in named if not p.is_dir()]
+    bundles = [load_path(p, defer) for p in named if p.is_dir()]
+    if len(plain) == 1:
+        bundles.append(load_path(plain[0], defer))
+    elif plain:
+        bundle = _read_files(plain, [], plain[0])
+        for p in plain:
+            _with_input(bundle, p)
+        bundles.append(bundle)
     return bundles[0] if len(bundles) == 1 else Bundle.merge(bundles)

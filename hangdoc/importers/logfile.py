@@ -19,6 +19,7 @@ import calendar
 import os
 import re
 import time
+from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -424,9 +425,17 @@ def _merge_calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     some ranks' lines name it, from the ranks that do (a PG status line gives the position, not the op)."""
     named = {(r["rank"], r["seq"]): r["group"] for r in rows
              if r.get("source") == logfacts.C10D and r["group"] != logfacts.UNNAMED_PG}
+    at_seq: dict[Any, set[str]] = defaultdict(set)  # seq -> the groups other ranks' lines name at it
+    for (_, seq), group in named.items():
+        at_seq[seq].add(group)
     for row in rows:
-        if row["group"] == logfacts.UNNAMED_PG and (row["rank"], row["seq"]) in named:
+        if row["group"] != logfacts.UNNAMED_PG:
+            continue
+        if (row["rank"], row["seq"]) in named:
             row["group"] = named[(row["rank"], row["seq"])]  # the PG status line just after names it
+        elif len(at_seq.get(row["seq"], ())) == 1:
+            # another rank's line names the one group at this SeqNum: a per-group counter that agrees is that group
+            row["group"] = next(iter(at_seq[row["seq"]]))
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:
         key = (row.get("host") if row.get("source") == logfacts.NCCL_INFO else None, row["rank"], row["group"], row["seq"])
