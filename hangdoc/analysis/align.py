@@ -88,7 +88,13 @@ def find_conflicts(view: CollectiveView) -> list[Conflict]:
 def _conflict(view: CollectiveView, comm: int, rows: list[int], at_frontier: bool,
               in_flight: set[int] | None = None) -> Conflict:
     majority, culprits, tie = _vote(view, rows)
-    seqs = Counter(int(view.seq[r]) for r in (majority or rows))
+    behind = _behind(view, comm, rows) if tie and at_frontier else None
+    if behind is not None:
+        lowest = min(behind, key=lambda r: behind[r])
+        culprits = [r for r in rows if int(view.rank[r]) == lowest]
+        majority = [r for r in rows if int(view.rank[r]) != lowest]
+        tie = False
+    seqs = Counter(int(view.seq[r]) for r in (culprits if behind is not None else majority or rows))
     seq = min(seqs) if tie else seqs.most_common(1)[0][0]
     first = int(view.comm_first_bad[comm])
     return Conflict(
@@ -102,7 +108,26 @@ def _conflict(view: CollectiveView, comm: int, rows: list[int], at_frontier: boo
         history_first_seq=first or None,
         history_positions=int(view.comm_bad[comm]),
         in_flight=tuple(sorted(in_flight or ())),
+        behind=behind,
     )
+
+
+def _behind(view: CollectiveView, comm: int, rows: list[int]) -> dict[int, int] | None:
+    """A tie at the frontier that calls posted break: one voter posted no call past the one it is stuck in,
+    while every other member of the communicator with evidence went past it (a PG status line's "last enqueued
+    work" says so where a log is all there is). That voter never moved on: it is where the others wait.
+    Returns rank -> highest seq posted, or None when no single voter is behind all the others."""
+    voters = {int(view.rank[r]) for r in rows}
+    posted = {int(view.pair_rank[p]): int(view.pair_maxseq[p]) for p in view.comm_pairs(comm).tolist()}
+    if len(posted) < 3 or not voters <= set(posted):
+        return None
+    lowest = min(posted.values())
+    at_lowest = [r for r, n in posted.items() if n == lowest]
+    if len(at_lowest) != 1 or at_lowest[0] not in voters:
+        return None
+    r = at_lowest[0]
+    stuck_at = next(int(view.seq[x]) for x in rows if int(view.rank[x]) == r)
+    return posted if lowest == stuck_at else None
 
 
 def _sides(view: CollectiveView, rows: tuple[int, ...]) -> list[tuple[list[int], OpCall]]:
@@ -184,7 +209,15 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
         else:
             peers = f"{ranks_text(c.majority)} (the majority of the {number(len(c.rows))} ranks compared)"
         posted = " and ".join(culprit_labels)
-        if c.at_frontier:
+        if c.behind is not None:
+            ahead = sorted(n for r, n in c.behind.items() if r not in c.culprits)
+            summary = (
+                f"{who} posted {posted} on {where} (seq {c.seq}) and no call after it, where every other member "
+                f"with evidence posted more ({ahead[0]}-{ahead[-1]}) and the others in flight stand at "
+                f"{' and '.join(short_label(call, show_dtype) for rs, call in sides if not set(rs) & set(c.culprits))}"
+                f": it never moved past the call the others went beyond"
+            )
+        elif c.at_frontier:
             summary = f"{who} posted {posted} on {where} where {peers} posted {short_label(major, show_dtype)}"
         else:
             summary = (

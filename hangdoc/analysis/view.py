@@ -69,6 +69,7 @@ class Conflict:
     history_first_seq: int | None  # first position whose members disagree, if any
     history_positions: int  # how many positions disagree
     in_flight: tuple[int, ...] = ()  # voters stuck in their call (frontier conflicts); the others completed it
+    behind: dict[int, int] | None = None  # a tie broken by calls posted: rank -> highest seq, the culprit's lowest
 
 
 @dataclass

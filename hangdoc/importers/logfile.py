@@ -433,8 +433,9 @@ def _merge_calls(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         if (row["rank"], row["seq"]) in named:
             row["group"] = named[(row["rank"], row["seq"])]  # the PG status line just after names it
-        elif len(at_seq.get(row["seq"], ())) == 1:
-            # another rank's line names the one group at this SeqNum: a per-group counter that agrees is that group
+        elif row.get("source") == logfacts.C10D and len(at_seq.get(row["seq"], ())) == 1:
+            # another rank's watchdog line names the one group at this SeqNum: a per-group counter that agrees is
+            # that group (a desync report counts collectives differently, so its rows are left as they are)
             row["group"] = next(iter(at_seq[row["seq"]]))
     merged: dict[tuple[Any, ...], dict[str, Any]] = {}
     for row in rows:

@@ -55,6 +55,34 @@ def test_even_split_is_a_tie_not_a_verdict_on_one_side():
     assert "tie" in d.verdict.summary
 
 
+def _split_three(rank1_posts_past: bool) -> list[dict]:
+    """The ms-swift#10183 shape: ranks 0 and 1 stuck in one broadcast with different sizes, rank 2 ahead."""
+    three = [0, 1, 2]
+    rows = []
+    for r in three:
+        rows += history(r, "0", 3, ranks=three)
+    rows.append(call(0, "0", 4, "broadcast", ranks=three, shape=(24084544,), state="started"))
+    rows.append(call(1, "0", 4, "broadcast", ranks=three, shape=(64,), state="started"))
+    if rank1_posts_past:
+        rows.append(call(1, "0", 5, "all_reduce", ranks=three, state="issued"))
+    rows += [call(2, "0", 4, "broadcast", ranks=three, shape=(64,)), call(2, "0", 5, ranks=three),
+             call(2, "0", 6, ranks=three, state="started")]
+    return rows
+
+
+def test_a_tie_that_calls_posted_break_names_the_rank_that_never_moved_on():
+    (f,) = mismatch_pass(_ctx(_split_three(rank1_posts_past=True)))
+    assert not f.details["tie"] and f.ranks == (0,)
+    assert "no call after it" in f.summary
+    assert diagnose(bundle(_split_three(rank1_posts_past=True))).verdict.culprit_ranks == (0,)
+
+
+def test_a_tie_stays_a_tie_when_two_voters_posted_as_few_calls():
+    (f,) = mismatch_pass(_ctx(_split_three(rank1_posts_past=False)))
+    assert f.details["tie"]
+    assert diagnose(bundle(_split_three(rank1_posts_past=False))).verdict.culprit_ranks == ()
+
+
 @pytest.mark.parametrize(
     "op, shape_a, shape_b, other, mismatch",
     [
