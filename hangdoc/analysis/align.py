@@ -160,7 +160,6 @@ def describe(view: CollectiveView, c: Conflict) -> Finding:
         at = f"seq {seqs[0]}" if len(seqs) == 1 else f"seqs {seqs[0]}-{seqs[-1]}"
         evidence.append(f"{where} {at}: {ranks_text(ranks)} posted {call.label()} ({_state_text(side_calls)})")
     culprit_calls = [by_rank[r] for r in c.culprits]
-    majority_calls = [by_rank[r] for r in c.majority]
     if c.at_frontier:
         cseqs = {x.seq for x in culprit_calls}
         if not c.tie and c.seq not in cseqs:

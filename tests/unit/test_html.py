@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from hangdoc.analysis.model import COLLECTIVE_MISMATCH, Diagnosis, Finding, GpuSeries, OpCall, Verdict, WaitEdge
+from hangdoc.analysis.model import Diagnosis, GpuSeries, OpCall, Verdict, WaitEdge
 from hangdoc.analysis.pipeline import diagnose
 from hangdoc.importers import load_inputs
 from hangdoc.report import html as html_report

@@ -3,7 +3,6 @@ parent; a live writer's are not. The writers here are real processes, paused in 
 write and killed with SIGKILL."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
