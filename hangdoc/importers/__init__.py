@@ -74,7 +74,7 @@ def load_path(path: str | Path, defer: Mapping[str, Collection[str]] | None = No
             bundle.note(note)
     else:
         files, skipped = _files_of(p)
-        bundle = _read_files(files, skipped, p)
+        bundle = _read_files(files, skipped, str(p), "directory" if p.is_dir() else "file")
     return _with_input(bundle, p)
 
 
@@ -85,8 +85,9 @@ def _with_input(bundle: Bundle, p: Path) -> Bundle:
     return bundle
 
 
-def _read_files(files: list[Path], skipped: list[str], p: Path) -> Bundle:
-    """Files read together, each importer handed all the files it claims (`p` names them in errors)."""
+def _read_files(files: list[Path], skipped: list[str], name: str, what: str) -> Bundle:
+    """Files read together, each importer handed all the files it claims (`name` and `what` say in errors
+    which input: "logs/" and "directory", or "a.log, b.log" and "files")."""
     claimed: dict[str, tuple[ModuleType, list[Path]]] = {}
     unknown: list[Path] = []
     mods = importers()
@@ -105,10 +106,9 @@ def _read_files(files: list[Path], skipped: list[str], p: Path) -> Bundle:
         else:
             unknown.append(f)
     if not claimed:
-        what = "directory" if p.is_dir() else "file"
         raise InputError(
-            f"{p}: {what} holds nothing hangdoc reads (a bundle, Flight Recorder dumps, collective traces, "
-            f"py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
+            f"{name}: {what} {'hold' if what == 'files' else 'holds'} nothing hangdoc reads (a bundle, Flight "
+            f"Recorder dumps, collective traces, py-spy dumps, nvidia-smi output or engine logs with known hang lines)"
             + (f"; {_count(unknown)} of no known format, first: {unknown[0]}" if unknown else "")
             + (f"; {len(skipped)} skipped, first: {skipped[0]}" if skipped else "")
         )
@@ -119,7 +119,7 @@ def _read_files(files: list[Path], skipped: list[str], p: Path) -> Bundle:
         except HangdocError:
             raise
         except Exception as exc:  # an importer bug or unexpected layout: one line, not a traceback
-            raise InputError(f"{p}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
+            raise InputError(f"{name}: {mod.NAME} import failed: {type(exc).__name__}: {exc}") from None
     bundle = parts[0] if len(parts) == 1 else Bundle.merge(parts)
     for name, (_, claimed_files) in claimed.items():
         if name != "log":  # the log importer says per file what it read each one as
@@ -154,7 +154,8 @@ def load_inputs(paths: list[str | Path], defer: Mapping[str, Collection[str]] | 
     if len(plain) == 1:
         bundles.append(load_path(plain[0], defer))
     elif plain:
-        bundle = _read_files(plain, [], plain[0])
+        bundle = _read_files(plain, [], ", ".join(str(p) for p in plain[:3]) + (" ..." if len(plain) > 3 else ""),
+                             "files")
         for p in plain:
             _with_input(bundle, p)
         bundles.append(bundle)
