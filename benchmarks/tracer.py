@@ -55,7 +55,7 @@ EVENTS = {"ctxsw": ("ru_nvcsw", "ru_nivcsw"), "faults": ("ru_minflt", "ru_majflt
 COUNTERS = ("sys_us", *EVENTS)  # sys_us: the thread's time in the kernel, us per call
 
 
-def _events() -> dict[str, int]:
+def _events() -> dict[str, float]:
     usage = resource.getrusage(resource.RUSAGE_THREAD)
     return {"sys_us": usage.ru_stime * 1e6,
             **{k: sum(getattr(usage, f) for f in fields) for k, fields in EVENTS.items()}}
