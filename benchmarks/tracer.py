@@ -9,7 +9,10 @@
    methods get. The tracer's own work with warm caches: group lookup, call site, one record written and
    completed in the memory-mapped ring.
 2. gloo: torch.distributed.all_reduce of a 16-float tensor on a gloo group of 1 or 2 processes, the real
-   call the goal is about. Goal: <= 1 us added per call, in the calling thread's CPU time.
+   call the goal is about. Goal: <= 1 us added per call, in the calling thread's CPU time. The same loop
+   is measured again with a pass-through Python wrapper in place of the tracer's (a control: what one call
+   level adds, and how far the figure scatters), and the calling thread's kernel time, context switches
+   and page faults per call are counted too (getrusage of the thread), with the threads rank 0 ended with.
 3. vLLM (with --vllm-python, a Python where vLLM imports and hangdoc's start-up hook is seen, e.g. a venv
    made with --system-site-packages): offline LLM.generate of 2 prompts x 16 tokens, TP=2, enforce_eager,
    on a randomly initialised 2-layer Llama built on the spot (the model of tests/integration/
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import resource
 import signal
 import socket
 import statistics
@@ -34,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -43,14 +48,27 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 CLOCKS = {"wall": time.perf_counter_ns, "cpu": time.process_time_ns, "thread": time.thread_time_ns}
+# The calling thread's own counters (getrusage(RUSAGE_THREAD)): how often it gave up its core (waiting
+# inside gloo), was taken off it, and page-faulted. A tracer that woke another thread or process, or
+# touched new pages, would show here.
+EVENTS = {"ctxsw": ("ru_nvcsw", "ru_nivcsw"), "faults": ("ru_minflt", "ru_majflt")}
+COUNTERS = ("sys_us", *EVENTS)  # sys_us: the thread's time in the kernel, us per call
+
+
+def _events() -> dict[str, float]:
+    usage = resource.getrusage(resource.RUSAGE_THREAD)
+    return {"sys_us": usage.ru_stime * 1e6,
+            **{k: sum(getattr(usage, f) for f in fields) for k, fields in EVENTS.items()}}
 
 
 def _batch(fn: Callable[..., Any], args: tuple, calls: int) -> dict[str, float]:
-    """ns per call, by each clock."""
+    """ns per call, by each clock; events per call, by each counter."""
+    events = _events()
     start = {k: c() for k, c in CLOCKS.items()}
     for _ in range(calls):
         fn(*args)
-    return {k: (c() - start[k]) / calls for k, c in CLOCKS.items()}
+    out = {k: (c() - start[k]) / calls for k, c in CLOCKS.items()}
+    return {**out, **{k: (v - events[k]) / calls for k, v in _events().items()}}
 
 
 def _interleaved(bare: Callable[..., Any], traced: Callable[..., Any], args: tuple, calls: int,
@@ -102,6 +120,15 @@ def _worker(rank: int, world: int, port: int, trace_dir: str, a: argparse.Namesp
     _interleaved(bare_ar, traced_ar, (x,), max(10, a.gloo_calls // 10), 4)  # warm up
     out["gloo"] = _interleaved(bare_ar, traced_ar, (x,), a.gloo_calls, a.batches)
     dist.barrier()
+
+    def passthrough(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
+        return bare_ar(tensor, op, group, async_op)
+
+    # Control: a wrapper that only calls through, same loop: how much a Python call level adds (and how
+    # much the figure scatters) when nothing of the tracer runs.
+    out["control"] = _interleaved(bare_ar, passthrough, (x,), a.gloo_calls, a.batches)
+    out["threads"] = sorted(t.name for t in threading.enumerate())
+    dist.barrier()
     if rank == 0:
         queue.put(out)
     dist.destroy_process_group()
@@ -152,6 +179,10 @@ def _report(title: str, pairs: list[tuple[dict[str, float], dict[str, float]]], 
         u = f"{unit_name}/call"
         print(f"  {clock:6s}  untraced {bare / unit:9.3f} {u}   traced {traced / unit:9.3f} {u}   "
               f"added {added / unit:8.3f} {u} = {100 * added / bare:+7.2f} %   ({goal})")
+    if all(k in pairs[0][0] for k in COUNTERS):
+        print("  per call in the calling thread: " + ", ".join(
+            f"{k} untraced {statistics.median(b[k] for b, _ in pairs):.3f} traced "
+            f"{statistics.median(t[k] for _, t in pairs):.3f}" for k in COUNTERS))
 
 
 # --- vLLM ------------------------------------------------------------------------------------------------
@@ -270,6 +301,9 @@ def main() -> None:
                     f"{a.noop_calls} calls:", out["library"], 1, "ns", "tracer's own work, warm")
         _report(f"gloo all_reduce of 16 floats, {world} rank(s), {a.batches} x 2 batches of {calls} calls:",
                 out["gloo"], 1000, "us", "goal: thread <= 1 us added")
+        _report("  control, same loop: a pass-through Python wrapper instead of the tracer's:",
+                out["control"], 1000, "us", "scatter and call-level cost")
+        print(f"  threads in rank 0 after the loops: {', '.join(out['threads'])}")
         sys.stdout.flush()
     if a.vllm_python:
         try:
