@@ -190,10 +190,11 @@ class _Deferred:
     columns: tuple[str, ...]
     starts: np.ndarray  # first row of each row group, then the row count
 
-    def read(self, name: str, columns: Sequence[str], row_groups: Sequence[int] | None = None) -> pa.Table:
-        pf = pq.ParquetFile(self.file, read_dictionary=dictionary_columns(name))
-        cols = list(columns)
-        return pf.read(columns=cols) if row_groups is None else pf.read_row_groups(list(row_groups), columns=cols)
+    def reader(self, name: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.file, read_dictionary=dictionary_columns(name))
+
+    def read(self, name: str, columns: Sequence[str]) -> pa.Table:
+        return self.reader(name).read(columns=list(columns))
 
 
 @dataclass
@@ -260,19 +261,22 @@ class Bundle:
             order = np.argsort(group, kind="stable")
             groups = np.unique(group).tolist()
             parts: dict[str, list[pa.Array]] = {c: [] for c in later}
-            for i in range(0, len(groups), 4):  # a few row groups at a time: bounded memory, threads in each
-                batch = groups[i : i + 4]
+            try:
+                pf = d.reader(name)
+            except (OSError, pa.ArrowException) as exc:
+                raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+            for g in groups:  # one row group at a time: bounded memory (a million rows of shapes is 80 MB)
                 try:
-                    part = d.read(name, later, batch)
+                    part = pf.read_row_group(g, columns=later)
                 except (OSError, pa.ArrowException) as exc:
                     raise BundleError(f"{d.file}: unreadable table: {exc}") from None
-                offset = np.cumsum([0] + [int(d.starts[g + 1] - d.starts[g]) for g in batch])
-                sel = order[(group[order] >= batch[0]) & (group[order] <= batch[-1])]
-                local = offset[np.searchsorted(batch, group[sel])] + rows[sel] - d.starts[group[sel]]
+                sel = order[group[order] == g]
+                local = rows[sel] - d.starts[g]
                 for c in later:
-                    col = part.column(c)
                     typ = TABLES[name].field(c).type
-                    parts[c].append(take_rows(col if col.type == typ else col.cast(typ), local))
+                    got = take_rows(part.column(c), local)  # the few rows first: a cast copies what it is given
+                    parts[c].append(got if got.type == typ else got.cast(typ))
+                del part
             inverse = np.empty(rows.size, np.int64)
             inverse[order] = np.arange(rows.size)
             for c in later:

@@ -435,7 +435,9 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     n_comms = len(comms)
 
     # Per-pair summaries.
-    pair_rows = np.bincount(pair, minlength=n_pairs)
+    pair_rows = np.zeros(n_pairs, np.int64)
+    for a, z in zip(bounds[:-1], bounds[1:]):  # by batch: bincount copies its input to int64 first
+        pair_rows += np.bincount(pair[a:z], minlength=n_pairs)
     pair_maxseq = np.full(n_pairs, -1, seq.dtype)  # ufunc.at is fast only when the dtypes match
     np.maximum.at(pair_maxseq, pair, seq)
     pair_maxseq = pair_maxseq.astype(np.int64)
