@@ -318,7 +318,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     n = t.num_rows
     if n >= _ANNOUNCE_ROWS:
         announce(f"aligning {n:,} collective calls")
-    t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "in_numel", "out_numel", "group_ranks"]), _CODED)
+    t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "group_ranks"]), _CODED)
     if t.column("rank").num_chunks > 64 and n < 65536 * t.column("rank").num_chunks:
         t = t.combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches
     batches = [b for b in t.to_batches(max_chunksize=1 << 20) if b.num_rows]
@@ -368,7 +368,11 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     numels = np.empty(n, np.int64) if renumber else None
     bounds = [0]  # rows of each batch
     steps = [0]  # rows of each slice: numpy temporaries of a slice stay in cache and in malloc's heap
-    for b, lut in ((b.slice(o, _SLICE), lut) for b, lut in zip(batches, luts) for o in range(0, b.num_rows, _SLICE)):
+    get = _fetcher(table, fetch)
+    sliced = ((b.slice(o, _SLICE), lut, in_n[o : o + _SLICE], out_n[o : o + _SLICE])
+              for b, lut, (in_n, out_n) in zip(batches, luts, _numels(get, row_ids, batch_rows))
+              for o in range(0, b.num_rows, _SLICE))
+    for b, lut, in_n, out_n in sliced:
         a, z = steps[-1], steps[-1] + b.num_rows
         steps.append(z)
         if z - bounds[-1] >= batch_rows[len(bounds) - 1]:
@@ -381,8 +385,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         top += np.where(reducing[op], red_part[lut["reduce_op"][_local_codes(b.column("reduce_op"))]], 0)
         top += dt_id[lut["dtype"][_local_codes(b.column("dtype"))]]
         r = rule[op]
-        numel = np.where(r == 1, _int_values(b.column("in_numel"), -1),
-                         np.where(r == 2, _int_values(b.column("out_numel"), -1), -1))
+        numel = np.where(r == 1, in_n, np.where(r == 2, out_n, -1))
         # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
         if renumber:
             numels[a:z] = numel
@@ -423,7 +426,6 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     first_listed = base_listed[base]
     has_list = first_listed < n
     listed_rows = np.where(has_list, first_listed, first)
-    get = _fetcher(table, fetch)
     first_cols = get(["group_size", "group_desc"], _table_rows(row_ids, first))
     first_cols["group_ranks"] = get(["group_ranks"], _table_rows(row_ids, listed_rows))["group_ranks"]
     if not has_list.all():
@@ -557,6 +559,24 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
 def _fetcher(table: pa.Table, fetch: Fetch | None) -> Fetch:
     """`fetch`, or rows taken from `table` itself."""
     return fetch or (lambda names, rows: {c: take_rows(table.column(c), rows) for c in names})
+
+
+def _numels(get: Fetch, row_ids: np.ndarray | None, batch_rows: list[int]):
+    """Each batch's in_numel and out_numel (-1 for null), fetched about a million rows at a time: a bundle
+    keeps them on disk (they are read in bulk only here, to make the signatures)."""
+    start, i = 0, 0
+    while i < len(batch_rows):
+        j, end = i + 1, start + batch_rows[i]
+        while j < len(batch_rows) and end - start + batch_rows[j] <= 1 << 20:
+            end += batch_rows[j]
+            j += 1
+        got = get(["in_numel", "out_numel"], _table_rows(row_ids, np.arange(start, end)))
+        in_n, out_n = (_int_values(got[c], -1) for c in ("in_numel", "out_numel"))
+        o = 0
+        for k in range(i, j):
+            yield in_n[o : o + batch_rows[k]], out_n[o : o + batch_rows[k]]
+            o += batch_rows[k]
+        start, i = end, j
 
 
 def _table_rows(row_ids: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
