@@ -246,7 +246,7 @@ def group_views(view: CollectiveView | None) -> tuple[GroupView, ...]:
     if view is None:
         return ()
     show = np.where(view.pair_front_row >= 0, view.pair_front_row, view.pair_last_row)
-    calls = view.calls(show.tolist())
+    calls = view.calls(show.tolist(), labels_only=True)
     pos_of: dict[tuple[int, int], RankPosition] = {}
     for p, call in enumerate(calls):
         pos_of[(int(view.pair_comm[p]), int(view.pair_rank[p]))] = RankPosition(

@@ -207,34 +207,40 @@ class CollectiveView:
         return rows if self.row_ids is None else self.row_ids[rows]
 
     # --- calls as objects -----------------------------------------------------------------------
-    def calls(self, rows: Iterable[int]) -> list[OpCall]:
-        """OpCalls for view rows (cached; only ever asked for the few rows a finding quotes)."""
+    def calls(self, rows: Iterable[int], *, labels_only: bool = False) -> list[OpCall]:
+        """OpCalls for view rows (cached; only ever asked for the few rows a finding quotes). `labels_only`:
+        calls good for label() and state only, not cached (every rank's position: output shapes and counts of
+        every row group would be read for nothing)."""
         rows = [int(r) for r in rows]
         need = sorted({r for r in rows if r not in self._calls})
+        made: dict[int, OpCall] = {}
         if need:
             ids = self.table_rows(need)
-            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "out_shapes", "in_numel", "out_numel",
-                     "state")
+            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "in_numel", "state")
+            names += () if labels_only else ("out_shapes", "out_numel")
             got = self._get(names, ids)
             cols = {name: got[name].to_pylist() for name in names}
+            out_shapes, out_numel = cols.get("out_shapes"), cols.get("out_numel")
             for i, r in enumerate(need):
                 op = normalize_op(cols["op"][i]) if cols["op"][i] else "unknown"
                 red = cols["reduce_op"][i]
                 dtype = cols["dtype"][i]
                 state = cols["state"][i]
-                self._calls[r] = OpCall(
+                made[r] = OpCall(
                     rank=cols["rank"][i],
                     seq=cols["seq"][i],
                     op=op,
                     reduce_op=normalize_reduce_op(red) if red and op in REDUCING_OPS else None,
                     dtype=normalize_dtype(dtype) if dtype else None,
                     in_shapes=tuple(tuple(s) for s in (cols["in_shapes"][i] or ()) if s is not None),
-                    out_shapes=tuple(tuple(s) for s in (cols["out_shapes"][i] or ()) if s is not None),
+                    out_shapes=tuple(tuple(s) for s in (out_shapes[i] or ()) if s is not None) if out_shapes else (),
                     in_numel=cols["in_numel"][i],
-                    out_numel=cols["out_numel"][i],
+                    out_numel=out_numel[i] if out_numel else None,
                     state=normalize_state(state) if state else "unknown",
                 )
-        return [self._calls[r] for r in rows]
+            if not labels_only:
+                self._calls.update(made)
+        return [self._calls[r] if r in self._calls else made[r] for r in rows]
 
     def values(self, names: Sequence[str], rows: Sequence[int]) -> dict[str, list]:
         """Some columns of a few view rows, as Python lists."""
