@@ -207,6 +207,9 @@ class Bundle:
     tables: dict[str, pa.Table] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=_new_manifest)
     deferred: dict[str, _Deferred] = field(default_factory=dict, repr=False)
+    # The row group `take` read last, when small: a reader going through a table in windows that do not
+    # line up with its row groups would otherwise read each one twice.
+    _last_group: tuple[tuple, pa.Table] | None = field(default=None, repr=False, compare=False)
 
     # --- reading -------------------------------------------------------------------------------
     @staticmethod
@@ -266,25 +269,38 @@ class Bundle:
             except (OSError, pa.ArrowException) as exc:
                 raise BundleError(f"{d.file}: unreadable table: {exc}") from None
             for g in groups:  # one row group at a time: bounded memory (a million rows of shapes is 80 MB)
-                try:
-                    part = pf.read_row_group(g, columns=later)
-                except (OSError, pa.ArrowException) as exc:
-                    raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+                key = (name, g, tuple(later))
+                if self._last_group is not None and self._last_group[0] == key:
+                    part = self._last_group[1]
+                else:
+                    try:
+                        part = pf.read_row_group(g, columns=later)
+                    except (OSError, pa.ArrowException) as exc:
+                        raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+                    self._last_group = (key, part) if part.nbytes <= 32 << 20 else None
                 sel = order[group[order] == g]
                 local = rows[sel] - d.starts[g]
+                run = bool(local[-1] - local[0] + 1 == local.size and (np.diff(local) == 1).all())
                 for c in later:
                     typ = TABLES[name].field(c).type
-                    got = take_rows(part.column(c), local)  # the few rows first: a cast copies what it is given
+                    if run:  # a window of rows: a slice, not a gather
+                        got = part.column(c).slice(int(local[0]), local.size).combine_chunks()
+                    else:  # the few rows first: a cast copies what it is given
+                        got = take_rows(part.column(c), local)
                     parts[c].append(got if got.type == typ else got.cast(typ))
                 del part
-            inverse = np.empty(rows.size, np.int64)
-            inverse[order] = np.arange(rows.size)
+            ordered = bool((np.diff(rows) >= 0).all())
+            inverse = None if ordered else np.empty(rows.size, np.int64)
+            if inverse is not None:
+                inverse[order] = np.arange(rows.size)
             for c in later:
-                out[c] = pa.concat_arrays(parts[c]).take(pa.array(inverse))
+                got = pa.concat_arrays(parts[c])
+                out[c] = got if inverse is None else got.take(pa.array(inverse))
         return out
 
     def _load_deferred(self, name: str | None = None) -> None:
         """Read deferred columns in full (before rows are added, bundles merged or written)."""
+        self._last_group = None
         for n in [name] if name is not None else list(self.deferred):
             d = self.deferred.pop(n, None)
             if d is None:
