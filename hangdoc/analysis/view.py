@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -567,7 +567,7 @@ def _fetcher(table: pa.Table, fetch: Fetch | None) -> Fetch:
     return fetch or (lambda names, rows: {c: take_rows(table.column(c), rows) for c in names})
 
 
-def _numels(get: Fetch, row_ids: np.ndarray | None, batch_rows: list[int]):
+def _numels(get: Fetch, row_ids: np.ndarray | None, batch_rows: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Each batch's in_numel and out_numel (-1 for null), fetched about a million rows at a time: a bundle
     keeps them on disk (they are read in bulk only here, to make the signatures)."""
     start, i = 0, 0
