@@ -190,10 +190,11 @@ class _Deferred:
     columns: tuple[str, ...]
     starts: np.ndarray  # first row of each row group, then the row count
 
-    def read(self, name: str, columns: Sequence[str], row_groups: Sequence[int] | None = None) -> pa.Table:
-        pf = pq.ParquetFile(self.file, read_dictionary=dictionary_columns(name))
-        cols = list(columns)
-        return pf.read(columns=cols) if row_groups is None else pf.read_row_groups(list(row_groups), columns=cols)
+    def reader(self, name: str) -> pq.ParquetFile:
+        return pq.ParquetFile(self.file, read_dictionary=dictionary_columns(name))
+
+    def read(self, name: str, columns: Sequence[str]) -> pa.Table:
+        return self.reader(name).read(columns=list(columns))
 
 
 @dataclass
@@ -206,6 +207,9 @@ class Bundle:
     tables: dict[str, pa.Table] = field(default_factory=dict)
     manifest: dict[str, Any] = field(default_factory=_new_manifest)
     deferred: dict[str, _Deferred] = field(default_factory=dict, repr=False)
+    # The row group `take` read last, when small: a reader going through a table in windows that do not
+    # line up with its row groups would otherwise read each one twice.
+    _last_group: tuple[tuple, pa.Table] | None = field(default=None, repr=False, compare=False)
 
     # --- reading -------------------------------------------------------------------------------
     @staticmethod
@@ -260,27 +264,43 @@ class Bundle:
             order = np.argsort(group, kind="stable")
             groups = np.unique(group).tolist()
             parts: dict[str, list[pa.Array]] = {c: [] for c in later}
-            for i in range(0, len(groups), 4):  # a few row groups at a time: bounded memory, threads in each
-                batch = groups[i : i + 4]
-                try:
-                    part = d.read(name, later, batch)
-                except (OSError, pa.ArrowException) as exc:
-                    raise BundleError(f"{d.file}: unreadable table: {exc}") from None
-                offset = np.cumsum([0] + [int(d.starts[g + 1] - d.starts[g]) for g in batch])
-                sel = order[(group[order] >= batch[0]) & (group[order] <= batch[-1])]
-                local = offset[np.searchsorted(batch, group[sel])] + rows[sel] - d.starts[group[sel]]
+            try:
+                pf = d.reader(name)
+            except (OSError, pa.ArrowException) as exc:
+                raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+            for g in groups:  # one row group at a time: bounded memory (a million rows of shapes is 80 MB)
+                key = (name, g, tuple(later))
+                if self._last_group is not None and self._last_group[0] == key:
+                    part = self._last_group[1]
+                else:
+                    try:
+                        part = pf.read_row_group(g, columns=later)
+                    except (OSError, pa.ArrowException) as exc:
+                        raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+                    self._last_group = (key, part) if part.nbytes <= 32 << 20 else None
+                sel = order[group[order] == g]
+                local = rows[sel] - d.starts[g]
+                run = bool(local[-1] - local[0] + 1 == local.size and (np.diff(local) == 1).all())
                 for c in later:
-                    col = part.column(c)
                     typ = TABLES[name].field(c).type
-                    parts[c].append(take_rows(col if col.type == typ else col.cast(typ), local))
-            inverse = np.empty(rows.size, np.int64)
-            inverse[order] = np.arange(rows.size)
+                    if run:  # a window of rows: a slice, not a gather
+                        got = part.column(c).slice(int(local[0]), local.size).combine_chunks()
+                    else:  # the few rows first: a cast copies what it is given
+                        got = take_rows(part.column(c), local)
+                    parts[c].append(got if got.type == typ else got.cast(typ))
+                del part
+            ordered = bool((np.diff(rows) >= 0).all())
+            inverse = None if ordered else np.empty(rows.size, np.int64)
+            if inverse is not None:
+                inverse[order] = np.arange(rows.size)
             for c in later:
-                out[c] = pa.concat_arrays(parts[c]).take(pa.array(inverse))
+                got = pa.concat_arrays(parts[c])
+                out[c] = got if inverse is None else got.take(pa.array(inverse))
         return out
 
     def _load_deferred(self, name: str | None = None) -> None:
         """Read deferred columns in full (before rows are added, bundles merged or written)."""
+        self._last_group = None
         for n in [name] if name is not None else list(self.deferred):
             d = self.deferred.pop(n, None)
             if d is None:

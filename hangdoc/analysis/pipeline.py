@@ -85,10 +85,11 @@ class Context:
 Pass = Callable[[Context], "list[Finding]"]
 
 # Columns no pass reads in bulk: a bundle may leave them on disk (Bundle.open's `defer`), and the view fetches
-# them for the few rows a finding quotes. A pass that needs one of them for every row must take it out of here.
+# them for the few rows a finding quotes (the element counts it also fetches a million rows at a time, once, to
+# build the call signatures). A pass that needs one of them for every row must take it out of here.
 DEFERRED: dict[str, tuple[str, ...]] = {
     "collectives": ("in_shapes", "out_shapes", "call_site", "record_id", "source", "rank_in_group", "peer",
-                    "group_size", "group_desc", "t_issue"),
+                    "group_size", "group_desc", "t_issue", "in_numel", "out_numel"),
 }
 
 PASSES: list[Pass] = [
@@ -245,7 +246,7 @@ def group_views(view: CollectiveView | None) -> tuple[GroupView, ...]:
     if view is None:
         return ()
     show = np.where(view.pair_front_row >= 0, view.pair_front_row, view.pair_last_row)
-    calls = view.calls(show.tolist())
+    calls = view.calls(show.tolist(), labels_only=True)
     pos_of: dict[tuple[int, int], RankPosition] = {}
     for p, call in enumerate(calls):
         pos_of[(int(view.pair_comm[p]), int(view.pair_rank[p]))] = RankPosition(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -207,34 +207,40 @@ class CollectiveView:
         return rows if self.row_ids is None else self.row_ids[rows]
 
     # --- calls as objects -----------------------------------------------------------------------
-    def calls(self, rows: Iterable[int]) -> list[OpCall]:
-        """OpCalls for view rows (cached; only ever asked for the few rows a finding quotes)."""
+    def calls(self, rows: Iterable[int], *, labels_only: bool = False) -> list[OpCall]:
+        """OpCalls for view rows (cached; only ever asked for the few rows a finding quotes). `labels_only`:
+        calls good for label() and state only, not cached (every rank's position: output shapes and counts of
+        every row group would be read for nothing)."""
         rows = [int(r) for r in rows]
         need = sorted({r for r in rows if r not in self._calls})
+        made: dict[int, OpCall] = {}
         if need:
             ids = self.table_rows(need)
-            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "out_shapes", "in_numel", "out_numel",
-                     "state")
+            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "in_numel", "state")
+            names += () if labels_only else ("out_shapes", "out_numel")
             got = self._get(names, ids)
             cols = {name: got[name].to_pylist() for name in names}
+            out_shapes, out_numel = cols.get("out_shapes"), cols.get("out_numel")
             for i, r in enumerate(need):
                 op = normalize_op(cols["op"][i]) if cols["op"][i] else "unknown"
                 red = cols["reduce_op"][i]
                 dtype = cols["dtype"][i]
                 state = cols["state"][i]
-                self._calls[r] = OpCall(
+                made[r] = OpCall(
                     rank=cols["rank"][i],
                     seq=cols["seq"][i],
                     op=op,
                     reduce_op=normalize_reduce_op(red) if red and op in REDUCING_OPS else None,
                     dtype=normalize_dtype(dtype) if dtype else None,
                     in_shapes=tuple(tuple(s) for s in (cols["in_shapes"][i] or ()) if s is not None),
-                    out_shapes=tuple(tuple(s) for s in (cols["out_shapes"][i] or ()) if s is not None),
+                    out_shapes=tuple(tuple(s) for s in (out_shapes[i] or ()) if s is not None) if out_shapes else (),
                     in_numel=cols["in_numel"][i],
-                    out_numel=cols["out_numel"][i],
+                    out_numel=out_numel[i] if out_numel else None,
                     state=normalize_state(state) if state else "unknown",
                 )
-        return [self._calls[r] for r in rows]
+            if not labels_only:
+                self._calls.update(made)
+        return [self._calls[r] if r in self._calls else made[r] for r in rows]
 
     def values(self, names: Sequence[str], rows: Sequence[int]) -> dict[str, list]:
         """Some columns of a few view rows, as Python lists."""
@@ -318,7 +324,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     n = t.num_rows
     if n >= _ANNOUNCE_ROWS:
         announce(f"aligning {n:,} collective calls")
-    t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "in_numel", "out_numel", "group_ranks"]), _CODED)
+    t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "group_ranks"]), _CODED)
     if t.column("rank").num_chunks > 64 and n < 65536 * t.column("rank").num_chunks:
         t = t.combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches
     batches = [b for b in t.to_batches(max_chunksize=1 << 20) if b.num_rows]
@@ -368,7 +374,11 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     numels = np.empty(n, np.int64) if renumber else None
     bounds = [0]  # rows of each batch
     steps = [0]  # rows of each slice: numpy temporaries of a slice stay in cache and in malloc's heap
-    for b, lut in ((b.slice(o, _SLICE), lut) for b, lut in zip(batches, luts) for o in range(0, b.num_rows, _SLICE)):
+    get = _fetcher(table, fetch)
+    sliced = ((b.slice(o, _SLICE), lut, in_n[o : o + _SLICE], out_n[o : o + _SLICE])
+              for b, lut, (in_n, out_n) in zip(batches, luts, _numels(get, row_ids, batch_rows))
+              for o in range(0, b.num_rows, _SLICE))
+    for b, lut, in_n, out_n in sliced:
         a, z = steps[-1], steps[-1] + b.num_rows
         steps.append(z)
         if z - bounds[-1] >= batch_rows[len(bounds) - 1]:
@@ -381,8 +391,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         top += np.where(reducing[op], red_part[lut["reduce_op"][_local_codes(b.column("reduce_op"))]], 0)
         top += dt_id[lut["dtype"][_local_codes(b.column("dtype"))]]
         r = rule[op]
-        numel = np.where(r == 1, _int_values(b.column("in_numel"), -1),
-                         np.where(r == 2, _int_values(b.column("out_numel"), -1), -1))
+        numel = np.where(r == 1, in_n, np.where(r == 2, out_n, -1))
         # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
         if renumber:
             numels[a:z] = numel
@@ -423,7 +432,6 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     first_listed = base_listed[base]
     has_list = first_listed < n
     listed_rows = np.where(has_list, first_listed, first)
-    get = _fetcher(table, fetch)
     first_cols = get(["group_size", "group_desc"], _table_rows(row_ids, first))
     first_cols["group_ranks"] = get(["group_ranks"], _table_rows(row_ids, listed_rows))["group_ranks"]
     if not has_list.all():
@@ -435,7 +443,9 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
     n_comms = len(comms)
 
     # Per-pair summaries.
-    pair_rows = np.bincount(pair, minlength=n_pairs)
+    pair_rows = np.zeros(n_pairs, np.int64)
+    for a, z in zip(bounds[:-1], bounds[1:]):  # by batch: bincount copies its input to int64 first
+        pair_rows += np.bincount(pair[a:z], minlength=n_pairs)
     pair_maxseq = np.full(n_pairs, -1, seq.dtype)  # ufunc.at is fast only when the dtypes match
     np.maximum.at(pair_maxseq, pair, seq)
     pair_maxseq = pair_maxseq.astype(np.int64)
@@ -555,6 +565,24 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
 def _fetcher(table: pa.Table, fetch: Fetch | None) -> Fetch:
     """`fetch`, or rows taken from `table` itself."""
     return fetch or (lambda names, rows: {c: take_rows(table.column(c), rows) for c in names})
+
+
+def _numels(get: Fetch, row_ids: np.ndarray | None, batch_rows: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Each batch's in_numel and out_numel (-1 for null), fetched about a million rows at a time: a bundle
+    keeps them on disk (they are read in bulk only here, to make the signatures)."""
+    start, i = 0, 0
+    while i < len(batch_rows):
+        j, end = i + 1, start + batch_rows[i]
+        while j < len(batch_rows) and end - start + batch_rows[j] <= 1 << 20:
+            end += batch_rows[j]
+            j += 1
+        got = get(["in_numel", "out_numel"], _table_rows(row_ids, np.arange(start, end)))
+        in_n, out_n = (_int_values(got[c], -1) for c in ("in_numel", "out_numel"))
+        o = 0
+        for k in range(i, j):
+            yield in_n[o : o + batch_rows[k]], out_n[o : o + batch_rows[k]]
+            o += batch_rows[k]
+        start, i = end, j
 
 
 def _table_rows(row_ids: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
