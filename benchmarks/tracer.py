@@ -186,20 +186,7 @@ def _report(title: str, pairs: list[tuple[dict[str, float], dict[str, float]]], 
 
 
 # --- vLLM ------------------------------------------------------------------------------------------------
-MODEL = textwrap.dedent("""
-    import sys
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i + 3 for i in range(509)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                            eos_token="</s>").save_pretrained(sys.argv[1])
-    LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=256)).save_pretrained(sys.argv[1])
-""")
+TINY_LLAMA = Path(__file__).resolve().parents[1] / "tests" / "integration" / "tiny_llama.py"  # the tests' model
 
 GENERATE = textwrap.dedent("""
     import sys, time
@@ -256,9 +243,8 @@ def _vllm_once(python: str, work: Path, trace_dir: str | None, seconds: float, t
 def _vllm(a: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        (work / "model.py").write_text(MODEL)
         (work / "gen.py").write_text(GENERATE)
-        subprocess.run([a.vllm_python, "model.py", str(work / "tiny")], cwd=work, env=_vllm_env(None), check=True,
+        subprocess.run([a.vllm_python, str(TINY_LLAMA), str(work / "tiny")], cwd=work, env=_vllm_env(None), check=True,
                        capture_output=True, timeout=600)
         runs: list[tuple[bool, float]] = []
         for i in range(a.vllm_runs):

@@ -90,25 +90,11 @@ def test_vllm_group_coordinator_calls_are_recorded(tmp_path: Path) -> None:
     assert "GroupCoordinator" in coordinator["call_site"]
 
 
-MODEL = textwrap.dedent("""
-    import sys
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-    vocab = {"<unk>": 0, "<s>": 1, "</s>": 2, **{f"w{i}": i + 3 for i in range(509)}}
-    tok = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>",
-                            eos_token="</s>").save_pretrained(sys.argv[1])
-    LlamaForCausalLM(LlamaConfig(vocab_size=512, hidden_size=256, intermediate_size=512, num_hidden_layers=2,
-                                 num_attention_heads=4, num_key_value_heads=2,
-                                 max_position_embeddings=256)).save_pretrained(sys.argv[1])
-""")
+TINY_LLAMA = Path(__file__).resolve().parent / "tiny_llama.py"
 
 def tiny_model(tmp_path: Path) -> Path:
     """A randomly initialised 2-layer Llama with a word-level tokenizer, saved where vLLM can load it offline."""
-    (tmp_path / "model.py").write_text(MODEL)
-    made = subprocess.run([VLLM_PYTHON, "model.py", str(tmp_path / "tiny")], cwd=tmp_path, env=env(),
+    made = subprocess.run([VLLM_PYTHON, str(TINY_LLAMA), str(tmp_path / "tiny")], cwd=tmp_path, env=env(),
                           capture_output=True, text=True, timeout=TIMEOUT_S)
     assert made.returncode == 0, made.stderr[-3000:]
     return tmp_path / "tiny"
