@@ -18,11 +18,13 @@ from hangdoc.tracer.ring import OFF_HOT, Recorder, capacity_from_env, trace_path
 ENV_DIR = "HANGDOC_TRACE_DIR"
 
 REC: Recorder | None = None
-HOT: tuple | None = None  # REC.hot, read by the torch.distributed wrappers on every call (see hot())
+HOT: tuple | None = None  # REC.hot, read by the wrappers on every call (see hot()); the generated ones keep a copy
 # HOT when the trace file could not be made: its group cache answers SKIP for every group, so wrappers
 # call the original and record nothing.
 OFF = OFF_HOT
-ON_NEW_RECORDER: list[Callable[[], None]] = []  # caches that belong to one recorder register a reset here
+# Called whenever HOT changes (a new recorder, tracing off, a forked child, stop()): copies of HOT and caches
+# that belong to one recorder register a reset here.
+ON_HOT_CHANGE: list[Callable[[], None]] = []
 _trace_dir: str | None = None
 _lock = threading.Lock()
 _fork_hook_installed = False
@@ -65,13 +67,18 @@ def recorder() -> Recorder | None:
                                world_size=_env_rank("WORLD_SIZE"), local_rank=_env_rank("LOCAL_RANK"))
             except OSError as exc:
                 HOT = OFF
+                _hot_changed()
                 print(f"hangdoc: tracing off in process {os.getpid()}: cannot create {path}: "
                       f"{exc.strerror or exc}", file=sys.stderr, flush=True)
                 return None
             HOT = REC.hot
-            for reset in ON_NEW_RECORDER:
-                reset()
+            _hot_changed()
         return REC
+
+
+def _hot_changed() -> None:
+    for reset in ON_HOT_CHANGE:
+        reset()
 
 
 def hot() -> tuple:
@@ -87,6 +94,7 @@ def _after_fork_in_child() -> None:
     global REC, HOT, _lock
     _lock = threading.Lock()
     old, REC, HOT = REC, None, None
+    _hot_changed()
     if old is not None:
         old.close()
 
@@ -143,6 +151,7 @@ def stop() -> None:
         if REC is not None:
             REC.close()
         REC = HOT = None
+        _hot_changed()
         _trace_dir = None
 
 

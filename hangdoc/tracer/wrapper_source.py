@@ -7,7 +7,7 @@ locals and calls the original positionally. The hot path below is written once; 
 parameter list and a few expressions (which argument is the tensor, the group, the peer...) differ.
 
 Pure text: nothing here imports torch. The generated function's globals are FORMAT_NAMES, the values
-source() returns, and the runtime helpers torch_dist supplies (original, act, group_entry, p2p_entry,
+source() returns, and the runtime helpers torch_dist supplies (original, HOT and hot, group_entry, p2p_entry,
 reduce_code, dtypes, watch, watch_cuda, warn_once, SKIP and the compile check's names). Integer constants
 (OP, ISSUED, ...) are written into the source as literals: a constant costs less than a global lookup.
 """
@@ -47,7 +47,7 @@ def {name}({params}):
 {compile_call}
     stamp = 0
     try:
-        rec, mm, base, cap, index, sites, cache, heads, states = act.HOT or act.hot()
+        rec, mm, base, cap, index, sites, cache, heads, states = HOT or hot()
         try:
             entry = cache[{group}]
         except KeyError:
@@ -146,7 +146,7 @@ _PEER = '''\
 _INTERNAL = frozenset({  # the generated function's own locals: no parameter may have these names
     "rec", "mm", "base", "cap", "index", "sites", "cache", "heads", "states", "entry", "f", "last", "site", "t",
     "seq", "idx", "stamp", "off", "shape", "dc", "n", "nd", "d0", "d1", "d2", "dims", "exc", "result", "peer", "kw",
-    "cuda", "flags",
+    "cuda", "flags", "HOT", "hot", "original",
 })
 _ALLOWED_NAMES = frozenset({"len", "None", "True", "False"})
 
