@@ -267,6 +267,14 @@ def _validated(c: dict[str, tuple], n: int) -> tuple[dict[str, tuple], int]:
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
+def _firsts(lists: tuple | list) -> list:
+    """Each entry's first element, None for an empty or missing list (at C speed when none is)."""
+    try:
+        return list(map(_FIRST, lists))
+    except (TypeError, IndexError, KeyError):
+        return [x[0] if x else None for x in lists]
+
+
 def _plain_values(key: str, *columns: list) -> None:
     """Values that get hashed or printed must be plain (a container there could be a bomb)."""
     for col in columns:
@@ -442,11 +450,11 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
         ours = {s: _STATES.get((s, False, False), "unknown") for s in set(cols["state"])}  # plain values
         states = list(map(ours.__getitem__, cols["state"]))
     dt = _DtypeNames()
-    first_in = [i[0] if i else None for i in cols["in_dtypes"]]
+    first_in = _firsts(cols["in_dtypes"])
     _plain_values("input_dtypes", first_in)
     dtypes = list(map(dt.__getitem__, first_in))
     if None in first_in:  # no input tensors (recv, barrier): the output's dtype
-        first_out = [o[0] if o else None for o in cols["out_dtypes"]]
+        first_out = _firsts(cols["out_dtypes"])
         _plain_values("output_dtypes", first_out)
         dtypes = [d if d is not None else dt[o] for d, o in zip(dtypes, first_out)]
     pairs = list(zip(cols["pg_name"], cols["pg_desc"]))
