@@ -479,7 +479,8 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
             "t_issue": pa.nulls(n, pa.float64()),
             "state": states,
             "record_id": cols["record_id"],
-            "call_site": _call_sites(frames, list(zip(pg_key, pnames))) if any(f is not None for f in frames) else pa.nulls(n, pa.string()),
+            "call_site": (_call_sites(frames, list(zip(pg_key, pnames))) if any(f is not None for f in frames)
+                          else pa.nulls(n, pa.string())),
         },
         schema=_PART,
     )
