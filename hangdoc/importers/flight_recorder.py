@@ -32,7 +32,7 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import chain, compress
-from operator import itemgetter
+from operator import eq, itemgetter
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -206,7 +206,7 @@ def _transpose(entries: list[dict]) -> dict[str, tuple]:
     """Entries (dicts) -> one tuple per field, in one C-level pass when every entry has the same keys."""
     first = entries[0]
     keys = [k for k in _FIELDS if k in first and not (k == "pg_id" and "process_group" in first)]
-    keys += ["profiling_name", "record_id"]  # >= 2 keys for itemgetter
+    keys += [k for k in ("profiling_name", "record_id") if k not in keys]  # required; >= 2 keys for itemgetter
     try:
         return dict(zip(keys, zip(*map(itemgetter(*keys), entries))))
     except KeyError:  # ragged entries
@@ -267,6 +267,14 @@ def _validated(c: dict[str, tuple], n: int) -> tuple[dict[str, tuple], int]:
 _FIRST, _SECOND = itemgetter(0), itemgetter(1)
 
 
+def _firsts(lists: tuple | list) -> list:
+    """Each entry's first element, None for an empty or missing list (at C speed when none is)."""
+    try:
+        return list(map(_FIRST, lists))
+    except (TypeError, IndexError, KeyError):
+        return [x[0] if x else None for x in lists]
+
+
 def _plain_values(key: str, *columns: list) -> None:
     """Values that get hashed or printed must be plain (a container there could be a bomb)."""
     for col in columns:
@@ -286,11 +294,44 @@ def _has_group(c: dict[str, tuple], i: int) -> bool:
 _LIBRARY_FRAME = re.compile(r"/(?:site|dist)-packages/|/lib/python\d+(?:\.\d+)?/|(?:^|/)torch/")
 
 
-def _call_sites(frames_col: tuple) -> list[str | None]:
+_PLAIN = frozenset({str, int, float, bool, _NONE})
+_NO_STACK = (object(),)  # equal to no stack a dump holds
+_MAX_FRAMES = 4096  # frames in a stack that others are compared against
+
+
+def _plain_stack(frames: Any) -> bool:
+    """Every frame a dict of plain keys and values: a stack compared against this one with == costs at most
+    its length (frames shared with it match by identity, any other fails at its first plain value)."""
+    return type(frames) in (list, tuple) and len(frames) <= _MAX_FRAMES and all(
+        type(fr) is dict and set(map(type, fr)) <= {str} and set(map(type, fr.values())) <= _PLAIN for fr in frames
+    )
+
+
+def _call_sites(frames_col: tuple, hints: list) -> list[str | None]:
     """Per entry: the innermost frame outside libraries (the user's call), else the innermost frame.
 
-    Frame dicts are shared between entries in a dump and whole stacks repeat: each distinct stack (by
-    the identities of its frames) is resolved once."""
+    Entries with one profiling name and group mostly repeat one stack of shared frame dicts, so each round
+    takes the first stack of each hint (a plain value per entry) and compares every entry's stack with it
+    at C speed; what a few rounds leave goes through _call_sites_by_id."""
+    out = np.full(len(frames_col), None, object)
+    rows, stacks = np.arange(len(frames_col)), list(frames_col)
+    for _ in range(3):
+        if not stacks:
+            break
+        first = dict(zip(reversed(hints), range(len(hints) - 1, -1, -1)))  # hint -> its first entry
+        refs = {h: stacks[i] if _plain_stack(stacks[i]) else _NO_STACK for h, i in first.items()}
+        site = {h: _call_sites_by_id([ref])[0] for h, ref in refs.items()}
+        same = np.fromiter(map(eq, map(refs.__getitem__, hints), stacks), bool, len(stacks))
+        out[rows[same]] = np.array(list(map(site.__getitem__, compress(hints, same))), object)
+        rows, keep = rows[~same], (~same).tolist()
+        stacks, hints = list(compress(stacks, keep)), list(compress(hints, keep))
+    if stacks:
+        out[rows] = np.array(_call_sites_by_id(stacks), object)
+    return out.tolist()
+
+
+def _call_sites_by_id(frames_col: list) -> list[str | None]:
+    """_call_sites one entry at a time: each distinct stack (by the identities of its frames) resolved once."""
     frame_of: dict[int, tuple[bool, str] | None] = {}
     site_of: dict[tuple[int, ...], str | None] = {}
     search = _LIBRARY_FRAME.search
@@ -409,15 +450,16 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
         ours = {s: _STATES.get((s, False, False), "unknown") for s in set(cols["state"])}  # plain values
         states = list(map(ours.__getitem__, cols["state"]))
     dt = _DtypeNames()
-    first_in = [i[0] if i else None for i in cols["in_dtypes"]]
+    first_in = _firsts(cols["in_dtypes"])
     _plain_values("input_dtypes", first_in)
     dtypes = list(map(dt.__getitem__, first_in))
     if None in first_in:  # no input tensors (recv, barrier): the output's dtype
-        first_out = [o[0] if o else None for o in cols["out_dtypes"]]
+        first_out = _firsts(cols["out_dtypes"])
         _plain_values("output_dtypes", first_out)
         dtypes = [d if d is not None else dt[o] for d, o in zip(dtypes, first_out)]
     pairs = list(zip(cols["pg_name"], cols["pg_desc"]))
     index = {k: i for i, k in enumerate(dict.fromkeys(pairs))}
+    pg_key = list(map(index.__getitem__, pairs))
     frames = cols["frames"]
     budget = safe_pickle.element_budget(256 * n)
     in_shapes, in_numel = _shapes(cols["in_shapes"], "input_sizes", budget)
@@ -425,7 +467,7 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
     table = pa.Table.from_pydict(
         {
             "rank": pa.repeat(pa.scalar(rank, pa.int64()), n),
-            "pg_key": list(map(index.__getitem__, pairs)),
+            "pg_key": pg_key,
             "seq": seq,
             "op": ops,
             "dtype": dtypes,
@@ -437,7 +479,8 @@ def _derive(cols: dict[str, Any], rank: int) -> tuple[pa.Table, list[tuple[str, 
             "t_issue": pa.nulls(n, pa.float64()),
             "state": states,
             "record_id": cols["record_id"],
-            "call_site": _call_sites(frames) if any(f is not None for f in frames) else pa.nulls(n, pa.string()),
+            "call_site": (_call_sites(frames, list(zip(pg_key, pnames))) if any(f is not None for f in frames)
+                          else pa.nulls(n, pa.string())),
         },
         schema=_PART,
     )
@@ -617,6 +660,7 @@ def fold_coalesced(cols: dict[str, Any]) -> dict[str, list]:
 
 
 _RANK_SETS: dict[tuple[int, ...], tuple[int, ...]] = {}
+_RANKS_OF: dict[str, tuple[int, ...] | None] = {}  # pg_config "ranks" text -> its parsed members
 
 
 def _parse_file(path: str, rank: int) -> _Parsed:
@@ -631,7 +675,13 @@ def _parse_file(path: str, rank: int) -> _Parsed:
             if not isinstance(val, dict) or not str(val.get("name", key)):
                 continue  # gloo writes a single '' key with no ranks
             name = str(val.get("name", key))
-            ranks = _parse_ranks(val.get("ranks"))
+            raw = val.get("ranks")
+            # every rank file spells the world group's members alike: parsed once per process
+            ranks = _RANKS_OF.get(raw) if type(raw) is str else None
+            if ranks is None:
+                ranks = _parse_ranks(raw)
+                if type(raw) is str and len(_RANKS_OF) < 4096:
+                    _RANKS_OF[raw] = ranks
             if ranks:
                 # one object per distinct member set, so a chunk of results pickles each set once
                 out.pg_ranks[name] = _RANK_SETS.setdefault(ranks, ranks)

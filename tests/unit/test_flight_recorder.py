@@ -235,6 +235,24 @@ def test_call_site_is_the_innermost_frame_outside_torch(tmp_path: Path) -> None:
     assert got[1]["call_site"] == "all_reduce (/venv/lib/site-packages/torch/distributed/distributed_c10d.py:2700)"
 
 
+def test_call_sites_of_many_stacks_per_op_shared_frames_and_odd_frames(tmp_path: Path) -> None:
+    """One op on one group called from six places (more than the rounds that compare whole stacks), stacks
+    whose frame dicts are shared or copied, a frame that is not a dict and one holding a list: each entry
+    still gets its own innermost user frame."""
+    torch = {"name": "all_reduce", "filename": "/venv/lib/site-packages/torch/distributed/distributed_c10d.py", "line": 2700}
+    users = [{"name": f"layer{i}", "filename": "model/layers.py", "line": 10 + i} for i in range(6)]
+    stacks = [[torch, u] for u in users]
+    stacks += [[dict(torch), dict(users[0])], [torch, "not a frame", users[1]], [{"name": ["x"], "filename": "a.py", "line": 1}]]
+    w = ("0", "default_pg")
+    order = [5, 0, 6, 1, 7, 2, 8, 3, 0, 4, 5, 1, 2]  # interleaved, each stack's entries apart
+    calls = [Call(w, "all_reduce", k + 1, frames=stacks[i]) for k, i in enumerate(order)]
+    write_rank(tmp_path, 0, dump(calls, "2.10", WORLD))
+    got, _ = read_dir(tmp_path)
+    want = [f"layer{i} (model/layers.py:{10 + i})" for i in range(6)] + ["layer0 (model/layers.py:10)",
+                                                                        "layer1 (model/layers.py:11)", "? (a.py:1)"]
+    assert [r["call_site"] for r in got] == [want[i] for i in order]
+
+
 def test_empty_buffer_is_a_note(tmp_path: Path) -> None:
     write_rank(tmp_path, 0, dump(steady(0), "2.10", {**WORLD, **TP}))
     write_rank(tmp_path, 1, dump([], "2.10", {**WORLD, **TP}), form="json")  # JSON drops "entries"
