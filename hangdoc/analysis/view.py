@@ -409,7 +409,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
     classes, pairs = _Codes(), _Codes()
     rank_max = 0
     steps = [0]  # rows of each slice: numpy temporaries of a slice stay in cache and in malloc's heap
-    kept: list[np.ndarray] = []  # table rows of the view, per batch
+    kept: list[tuple[int, int, np.ndarray | None]] = []  # per batch: first table row, rows, those kept (None: all)
     dropped = 0
     who: list[pa.Table] = []
     log_rows: list[np.ndarray] = []
@@ -431,7 +431,7 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
             dropped += int(keep.size - keep.sum())
             b = b.filter(pa.array(keep))
         size = b.num_rows if keep is None else keep.size
-        kept.append(np.arange(start, start + size) if keep is None else np.flatnonzero(keep) + start)
+        kept.append((start, size, None if keep is None else np.flatnonzero(keep) + start))
         start += size
         if not b.num_rows:
             continue
@@ -485,7 +485,8 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
             listings.append(b.column("group_ranks").take(pa.array(valid[at])))
     n = steps[-1]
     rank, seq, sig, state, pair = rank[:n], seq[:n], sig[:n], state[:n], pair[:n]
-    row_ids = np.concatenate(kept) if dropped else None  # view row -> table row, when rows were dropped
+    # view row -> table row, when rows were dropped
+    row_ids = np.concatenate([np.arange(a, a + size) if k is None else k for a, size, k in kept]) if dropped else None
     del kept
     get = _fetcher(table, fetch)
     if numels is not None:
