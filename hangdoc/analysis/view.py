@@ -441,6 +441,10 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
         seq = _fit(seq, pc.max(b.column("seq")).as_py())
         first = steps[-1]
         valid = np.flatnonzero(b.column("group_ranks").is_valid().to_numpy(zero_copy_only=False))
+        # Call class x reduce op (reducing ops only), per local (op, reduce op) code, scaled to leave room for
+        # the dtype: the key of the class of each call.
+        n_red, n_dt = len(names.ids["red"]) + 1, len(names.ids["dtype"])
+        op_red = (lut.op_cls[:, None] * n_red + np.where(lut.reducing[:, None], lut.red[None, :] + 1, 0)).ravel() * n_dt
         for o in range(0, b.num_rows, _SLICE):
             s = b.slice(o, _SLICE)
             a, z = steps[-1], steps[-1] + s.num_rows
@@ -449,12 +453,9 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
             rank[a:z] = rb
             seq[a:z] = s.column("seq").to_numpy()
             op = _local_codes(s.column("op"))
-            red = np.where(lut.reducing[op], lut.red[_local_codes(s.column("reduce_op"))], -1)
-            combo = lut.op_cls[op] * (len(names.ids["red"]) + 1) + red + 1
-            combo *= len(names.ids["dtype"])
+            combo = op_red[op.astype(np.int64) * len(lut.red) + _local_codes(s.column("reduce_op"))]
             combo += lut.dtype[_local_codes(s.column("dtype"))]
-            top = classes.codes(combo, lambda k, r=len(names.ids["red"]) + 1, d=len(names.ids["dtype"]): (
-                k // d // r, k // d % r, k % d)).astype(np.int64)
+            top = classes.codes(combo, lambda k, r=n_red, d=n_dt: (k // d // r, k // d % r, k % d)).astype(np.int64)
             r = lut.rule[op]
             in_n = _int_values(s.column("in_numel"), -1)
             numel = np.where(r == 1, in_n, np.where(r == 2, _int_values(s.column("out_numel"), -1), -1))
