@@ -221,10 +221,11 @@ class CollectiveView:
         made: dict[int, OpCall] = {}
         if need:
             ids = self.table_rows(need)
-            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "in_numel", "state")
+            names = ("op", "reduce_op", "dtype", "in_shapes", "in_numel", "state")
             names += () if labels_only else ("out_shapes", "out_numel")
             got = self._get(names, ids)
             cols = {name: got[name].to_pylist() for name in names}
+            cols["rank"], cols["seq"] = self.rank[need].tolist(), self.seq[need].tolist()  # not read again
             out_shapes, out_numel = cols.get("out_shapes"), cols.get("out_numel")
             for i, r in enumerate(need):
                 op = normalize_op(cols["op"][i]) if cols["op"][i] else "unknown"
@@ -551,8 +552,10 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
         n_pos = int(span.sum())
         pos = np.empty(n, np.int32 if n_pos < 1 << 31 else np.int64)
         pair_off = (base_pos - comm_min)[pair_comm]
+        if seq.dtype == pos.dtype:  # int32 sums: no int64 temporaries (the offsets lie within the seq range)
+            pair_off = pair_off.astype(pos.dtype)
         for a, z in zip(steps[:-1], steps[1:]):
-            pos[a:z] = pair_off[pair[a:z]] + seq[a:z]
+            np.add(pair_off[pair[a:z]], seq[a:z], out=pos[a:z], casting="unsafe")
         pos_comm = np.repeat(np.arange(n_comms), span)
     else:
         pos, uniq_pos = _hash_factorize(pair_comm[pair] * (1 << 40) + seq)
