@@ -11,9 +11,9 @@ import shutil
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import numpy as np

@@ -38,12 +38,6 @@ _SLICE = 1 << 16  # rows per step of the per-row loops
 _ANNOUNCE_ROWS = 4_000_000  # about a second of aligning: say so on stderr
 
 
-def _ids(values: list) -> np.ndarray:
-    """Dense ids of values, equal values sharing one: ['a', 'b', 'a'] -> [0, 1, 0]."""
-    index: dict = {}
-    return np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
-
-
 def _mix(v: np.ndarray) -> np.ndarray:
     """A 64-bit integer hash (splitmix64 finaliser), so a sum over members identifies a member set."""
     x = (v.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)) * np.uint64(0xBF58476D1CE4E5B9)
