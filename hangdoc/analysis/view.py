@@ -326,7 +326,7 @@ class _Batch:
     rule: np.ndarray  # 1: in_numel must agree, 2: out_numel, 0: neither
     p2p: np.ndarray
     reducing: np.ndarray
-    red: np.ndarray  # reduce op id (reducing ops only)
+    red: np.ndarray  # reduce op id (counted for reducing ops only)
     dtype: np.ndarray
     state: np.ndarray
     group: np.ndarray  # group name id, _NO_GROUP for null
