@@ -11,9 +11,10 @@ import shutil
 import socket
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any, Collection, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -236,11 +237,13 @@ class Bundle:
                 # Dictionary columns straight from Parquet's dictionary pages (bundles written before these
                 # columns were dictionary-encoded too), never as one string per row; columns that hold
                 # nothing are not read (conform makes them nulls that take no memory).
-                meta = pq.read_metadata(file)
-                names = [c for c in meta.schema.to_arrow_schema().names if c not in _null_columns(meta)]
-                later = tuple(c for c in names if c in (defer or {}).get(name, ()))
-                names = [c for c in names if c not in later]
-                table = pq.read_table(file, columns=names, read_dictionary=dictionary_columns(name))
+                # (ParquetFile, not read_table: that one imports pyarrow.dataset and pandas, half a second)
+                with pq.ParquetFile(file, read_dictionary=dictionary_columns(name)) as pf:
+                    meta = pf.metadata
+                    names = [c for c in meta.schema.to_arrow_schema().names if c not in _null_columns(meta)]
+                    later = tuple(c for c in names if c in (defer or {}).get(name, ()))
+                    names = [c for c in names if c not in later]
+                    table = pf.read(columns=names)
                 tables[name] = conform(name, table)
                 if later:
                     sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
@@ -297,6 +300,40 @@ class Bundle:
                 got = pa.concat_arrays(parts[c])
                 out[c] = got if inverse is None else got.take(pa.array(inverse))
         return out
+
+    def scan(self, name: str, columns: Sequence[str]) -> Iterator[pa.RecordBatch]:
+        """A table's rows, some columns, in batches of a row group (about a million rows): deferred columns
+        are read one row group at a time, the next one on a second thread while the caller works on this one,
+        so a table larger than memory can be swept."""
+        table = self.table(name)
+        d = self.deferred.get(name)
+        later = [c for c in columns if d is not None and c in d.columns]
+        if d is None or not later:
+            yield from (b for b in table.select(list(columns)).to_batches(max_chunksize=1 << 20) if b.num_rows)
+            return
+        schema = TABLES[name]
+        try:
+            pf = d.reader(name)
+        except (OSError, pa.ArrowException) as exc:
+            raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+        with ThreadPoolExecutor(1) as pool:
+            ahead = pool.submit(pf.read_row_group, 0, columns=later) if len(d.starts) > 1 else None
+            for g in range(len(d.starts) - 1):
+                try:
+                    part = ahead.result()
+                except (OSError, pa.ArrowException) as exc:
+                    raise BundleError(f"{d.file}: unreadable table: {exc}") from None
+                ahead = pool.submit(pf.read_row_group, g + 1, columns=later) if g + 2 < len(d.starts) else None
+                a, z = int(d.starts[g]), int(d.starts[g + 1])
+                arrays = []
+                for c in columns:
+                    col = part.column(c) if c in later else table.column(c).slice(a, z - a)
+                    col = col.combine_chunks() if col.num_chunks != 1 else col.chunk(0)
+                    typ = schema.field(c).type
+                    arrays.append(col if col.type == typ else col.cast(typ))
+                del part
+                if z > a:
+                    yield pa.RecordBatch.from_arrays(arrays, names=list(columns))
 
     def _load_deferred(self, name: str | None = None) -> None:
         """Read deferred columns in full (before rows are added, bundles merged or written)."""

@@ -43,7 +43,7 @@ from hangdoc.analysis.report_data import (
 from hangdoc.analysis.stacks import stack_classes
 from hangdoc.analysis.swaps import swap_pass
 from hangdoc.analysis.text import plural
-from hangdoc.analysis.view import CollectiveView, Fetch, build
+from hangdoc.analysis.view import CollectiveView, Fetch, Scan, build
 from hangdoc.analysis.waits import lagging_pass, missing_pass, order_inversion_pass, wait_chain_pass
 from hangdoc.bundle import Bundle
 from hangdoc.schema import TABLES, empty
@@ -51,17 +51,24 @@ from hangdoc.schema import TABLES, empty
 
 @dataclass(frozen=True)
 class Context:
-    """What a pass sees. Frozen; `with_findings` makes the next pass's context and shares the cache."""
+    """What a pass sees. Frozen; `with_findings` makes the next pass's context and shares the cache.
+
+    With `scan`, the collectives table stays on disk: the view is built from it batch by batch, and
+    `table("collectives")` is the view's digest (the rows the passes that read the table whole need)."""
 
     tables: Mapping[str, pa.Table]
     findings: tuple[Finding, ...] = ()
     fetch: Fetch | None = field(default=None, repr=False, compare=False)  # collectives rows of DEFERRED columns
+    scan: Scan | None = field(default=None, repr=False, compare=False)  # the collectives table in batches
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     def table(self, name: str) -> pa.Table:
         """The named table, or an empty one of its schema."""
         if name not in TABLES:
             raise KeyError(name)
+        if name == "collectives" and self.scan is not None:
+            self.collectives  # noqa: B018  (builds the digest with the view)
+            return self._cache["collectives.digest"]
         t = self.tables.get(name)
         return t if t is not None else empty(name)
 
@@ -69,13 +76,13 @@ class Context:
     def collectives(self) -> CollectiveView | None:
         """The collectives table precomputed once for every collective pass; None when there are no calls."""
         if "collectives" not in self._cache:
-            table = self.table("collectives")
+            table = self.tables.get("collectives")
             view = None
-            if table.num_rows:
-                view = build(table, world_size_hint=_world_size(self.table("processes")), fetch=self.fetch)
-                if view.n_rows == 0:
-                    view = None
-            self._cache["collectives"] = view
+            if table is not None and table.num_rows:
+                view = build(table, world_size_hint=_world_size(self.table("processes")), fetch=self.fetch,
+                             scan=self.scan)
+            self._cache["collectives.digest"] = view.digest if view is not None else empty("collectives")
+            self._cache["collectives"] = view if view is not None and view.n_rows else None
         return self._cache["collectives"]
 
     def with_findings(self, more: list[Finding]) -> "Context":
@@ -84,13 +91,10 @@ class Context:
 
 Pass = Callable[[Context], "list[Finding]"]
 
-# Columns no pass reads in bulk: a bundle may leave them on disk (Bundle.open's `defer`), and the view fetches
-# them for the few rows a finding quotes (the element counts it also fetches a million rows at a time, once, to
-# build the call signatures). A pass that needs one of them for every row must take it out of here.
-DEFERRED: dict[str, tuple[str, ...]] = {
-    "collectives": ("in_shapes", "out_shapes", "call_site", "record_id", "source", "rank_in_group", "peer",
-                    "group_size", "group_desc", "t_issue", "in_numel", "out_numel"),
-}
+# Columns no pass reads in bulk: a bundle may leave them on disk (Bundle.open's `defer`). The collectives stay
+# there whole: the view sweeps them a row group at a time (Bundle.scan) and fetches the few rows a finding
+# quotes (Bundle.take); the passes that read the table itself get the view's digest (Context.table).
+DEFERRED: dict[str, tuple[str, ...]] = {"collectives": tuple(TABLES["collectives"].names)}
 
 PASSES: list[Pass] = [
     mismatch_pass,
@@ -127,7 +131,8 @@ def run_passes(ctx: Context, passes: list[Pass] | None = None) -> tuple[Context,
 
 
 def diagnose(bundle: Bundle) -> Diagnosis:
-    ctx = Context(tables=dict(bundle.tables), fetch=lambda cols, rows: bundle.take("collectives", cols, rows))
+    ctx = Context(tables=dict(bundle.tables), fetch=lambda cols, rows: bundle.take("collectives", cols, rows),
+                  scan=lambda cols: bundle.scan("collectives", cols))
     ctx, failed = run_passes(ctx)
     view = ctx.collectives
     graph = view.waits if view is not None else None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -18,8 +18,10 @@ import pyarrow.compute as pc
 from hangdoc.analysis.groups import Comm, CommSpec, build_comms, rank_labels
 from hangdoc.bundle import take_rows
 from hangdoc.analysis.model import OpCall
+from hangdoc.importers import logfacts
 from hangdoc.importers.ops import normalize_dtype, normalize_op, normalize_reduce_op, normalize_state
 from hangdoc.progress import announce
+from hangdoc.schema import TABLES, conform, empty
 
 # Which element count must agree across members, per op (the others compare op and dtype only).
 IN_NUMEL_OPS = frozenset({"all_reduce", "broadcast", "reduce", "all_gather", "gather"})
@@ -34,12 +36,6 @@ _NUMEL_BITS = 44  # element counts up to 17.6e12 are told apart exactly
 _NUMEL_MASK = (1 << _NUMEL_BITS) - 1
 _SLICE = 1 << 16  # rows per step of the per-row loops
 _ANNOUNCE_ROWS = 4_000_000  # about a second of aligning: say so on stderr
-
-
-def _ids(values: list) -> np.ndarray:
-    """Dense ids of values, equal values sharing one: ['a', 'b', 'a'] -> [0, 1, 0]."""
-    index: dict = {}
-    return np.array([index.setdefault(v, len(index)) for v in values], dtype=np.int64)
 
 
 def _mix(v: np.ndarray) -> np.ndarray:
@@ -102,6 +98,9 @@ class CollectiveView:
     world_size: int
     dropped_rows: int = 0
     fetch: Fetch | None = None  # table rows of some columns; default: from `table` (see Bundle.take)
+    # The rows of the table that passes reading it whole need: one per distinct (host, pid, rank), every row
+    # read from a log line. It stands in for the table when that stays on disk (Context.table).
+    digest: pa.Table | None = field(default=None, repr=False)
     _calls: dict[int, OpCall] = field(default_factory=dict, repr=False)
 
     # --- sizes ----------------------------------------------------------------------------------
@@ -216,10 +215,11 @@ class CollectiveView:
         made: dict[int, OpCall] = {}
         if need:
             ids = self.table_rows(need)
-            names = ("rank", "seq", "op", "reduce_op", "dtype", "in_shapes", "in_numel", "state")
+            names = ("op", "reduce_op", "dtype", "in_shapes", "in_numel", "state")
             names += () if labels_only else ("out_shapes", "out_numel")
             got = self._get(names, ids)
             cols = {name: got[name].to_pylist() for name in names}
+            cols["rank"], cols["seq"] = self.rank[need].tolist(), self.seq[need].tolist()  # not read again
             out_shapes, out_numel = cols.get("out_shapes"), cols.get("out_numel")
             for i, r in enumerate(need):
                 op = normalize_op(cols["op"][i]) if cols["op"][i] else "unknown"
@@ -271,7 +271,15 @@ class CollectiveView:
         return build_wait_graph(self)
 
 
-_CODED = ("op", "reduce_op", "dtype", "state", "group")
+_CODED = ("op", "reduce_op", "dtype", "state", "group", "host", "source")
+# The columns the view reads for every row: the rest are fetched for the few rows that need them.
+SCANNED = ("rank", "seq", "op", "reduce_op", "dtype", "state", "group", "group_ranks", "in_numel", "out_numel",
+           "host", "pid", "source")
+_NO_GROUP = (1 << 31) - 1  # group name id of rows without one (the last name, once the names are counted)
+_CLASSES = 1 << (63 - _NUMEL_BITS)  # call classes a signature tells apart next to its element count
+
+# Batches of some columns of the collectives table (a bundle reads them from disk a row group at a time).
+Scan = Callable[[Sequence[str]], Iterable[pa.RecordBatch]]
 
 
 def records_calls(source: str | None) -> bool:
@@ -281,13 +289,14 @@ def records_calls(source: str | None) -> bool:
     return not source or "log" not in source.lower()
 
 
-def _dictionary_columns(t: pa.Table, names: Sequence[str]) -> pa.Table:
-    """The named string columns dictionary-encoded (bundle tables already are; hand-built ones may not be)."""
-    for name in names:
-        col = t.column(name)
-        if not pa.types.is_dictionary(col.type):
-            t = t.set_column(t.column_names.index(name), name, col.cast(pa.dictionary(pa.int32(), pa.string())))
-    return t
+def _coded(b: pa.RecordBatch) -> pa.RecordBatch:
+    """The batch with its string columns dictionary-encoded (bundle tables already are; hand-built ones may
+    not be)."""
+    for name in _CODED:
+        i = b.schema.get_field_index(name)
+        if not pa.types.is_dictionary(b.column(i).type):
+            b = b.set_column(i, name, b.column(i).cast(pa.dictionary(pa.int32(), pa.string())))
+    return b
 
 
 def _local_codes(col: pa.DictionaryArray) -> np.ndarray:
@@ -304,138 +313,210 @@ def _int_values(col: pa.Array, fill: int) -> np.ndarray:
     return col.to_numpy().astype(np.int64, copy=False)
 
 
-def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None) -> CollectiveView:
+def _fit(a: np.ndarray, top: int) -> np.ndarray:
+    """`a`, widened to int64 when `top` does not fit its int32."""
+    return a.astype(np.int64) if top >= 1 << 31 and a.dtype != np.int64 else a
+
+
+@dataclass
+class _Batch:
+    """One batch's dictionary codes mapped to the view's: per local code (null last), what the view needs."""
+
+    op_cls: np.ndarray  # call class (send and recv match) id of each op
+    rule: np.ndarray  # 1: in_numel must agree, 2: out_numel, 0: neither
+    p2p: np.ndarray
+    reducing: np.ndarray
+    red: np.ndarray  # reduce op id (counted for reducing ops only)
+    dtype: np.ndarray
+    state: np.ndarray
+    group: np.ndarray  # group name id, _NO_GROUP for null
+    log: np.ndarray  # source is a log line
+
+
+class _Dictionaries:
+    """Global ids of the dictionary values met batch by batch (in order of first appearance, as one pass over
+    the whole table's dictionaries would number them)."""
+
+    def __init__(self) -> None:
+        self.ids: dict[str, dict] = {c: {} for c in ("cls", "red", "dtype", "group")}
+
+    def _id(self, kind: str, value) -> int:
+        return self.ids[kind].setdefault(value, len(self.ids[kind]))
+
+    def batch(self, b: pa.RecordBatch) -> _Batch:
+        def values(name: str) -> list:
+            return b.column(name).dictionary.to_pylist() + [None]
+
+        ops = [normalize_op(o) if o else "unknown" for o in values("op")]
+        group_ids = {c: self.ids["group"].setdefault(c, len(self.ids["group"])) for c in values("group")[:-1]}
+        return _Batch(
+            op_cls=np.array([self._id("cls", "p2p" if c in P2P_OPS else c) for c in ops], np.int64),
+            rule=np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in ops], np.int8),
+            p2p=np.array([c in P2P_OPS for c in ops], np.int64),
+            reducing=np.array([c in REDUCING_OPS for c in ops]),
+            red=np.array([self._id("red", normalize_reduce_op(x) if x else "") for x in values("reduce_op")], np.int64),
+            dtype=np.array([self._id("dtype", normalize_dtype(x) if x else "") for x in values("dtype")], np.int64),
+            state=np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in values("state")], np.int8),
+            group=np.array([group_ids[v] if v is not None else _NO_GROUP for v in values("group")], np.int64),
+            log=np.array([x in logfacts.SOURCES or not records_calls(x) for x in values("source")], bool),
+        )
+
+
+def _digest_part(b: pa.RecordBatch, log: np.ndarray, start: int) -> tuple[pa.Table, np.ndarray]:
+    """The rows of a batch that stand for it in the digest (see CollectiveView.digest): where host, pid or
+    rank changes (rows come grouped by process), distinct; and the table rows read from log lines."""
+    host = _local_codes(b.column("host"))
+    pid = _int_values(b.column("pid"), -1)
+    rank = _int_values(b.column("rank"), -1)
+    change = np.ones(b.num_rows, bool)
+    change[1:] = (host[1:] != host[:-1]) | (pid[1:] != pid[:-1]) | (rank[1:] != rank[:-1])
+    who = pa.Table.from_batches([b.select(["host", "pid", "rank"]).filter(pa.array(change))])
+    if who.num_rows > 4096:  # rows not grouped by process: keep each one once
+        who = who.group_by(["host", "pid", "rank"], use_threads=False).aggregate([])
+    return who, np.flatnonzero(log[_local_codes(b.column("source"))]) + start
+
+
+def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None,
+          scan: Scan | None = None) -> CollectiveView:
     """Vectorised precomputation over the whole collectives table.
 
-    Row-level work goes batch by batch (Arrow record batches, a million rows or so): each batch's dictionary
-    codes go through small lookup tables into a few preallocated per-row arrays, so no full-size temporary
-    is made per step (at 30M rows each one is hundreds of MB of fresh memory)."""
-    row_ids = None  # view row == table row unless rows had to be dropped
-    t = table
-    dropped = 0
-    if t.num_rows:
-        rk, sq = t.column("rank"), t.column("seq")
-        lo = [pc.min(c).as_py() for c in (rk, sq)]
-        if rk.null_count or sq.null_count or any(v is not None and v < 0 for v in lo):  # nothing to align by
-            keep = (_int_values(rk.combine_chunks(), -1) >= 0) & (_int_values(sq.combine_chunks(), -1) >= 0)
-            dropped = int(keep.size - keep.sum())
-            row_ids = np.nonzero(keep)[0]
-            t = table.filter(pa.array(keep))
-    n = t.num_rows
-    if n >= _ANNOUNCE_ROWS:
-        announce(f"aligning {n:,} collective calls")
-    t = _dictionary_columns(t.select(["rank", "seq", *_CODED, "group_ranks"]), _CODED)
-    if t.column("rank").num_chunks > 64 and n < 65536 * t.column("rank").num_chunks:
-        t = t.combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches
-    batches = [b for b in t.to_batches(max_chunksize=1 << 20) if b.num_rows]
-
-    # Pass 1: every batch's dictionaries -> global codes (the last code of each column stands for null).
-    glob: dict[str, dict] = {c: {} for c in _CODED}
-    luts: list[dict[str, np.ndarray]] = []
-    for b in batches:
-        lut = {}
-        for c in _CODED:
-            g = glob[c]
-            values = b.column(c).dictionary.to_pylist()
-            lut[c] = np.array([g.setdefault(v, len(g)) if v is not None else -1 for v in values] + [-1], np.int64)
-        luts.append(lut)
-    names = {c: [v for v in glob[c]] for c in _CODED}
-    for lut in luts:
-        for c in _CODED:
-            lut[c][lut[c] < 0] = len(names[c])  # null
-
-    # Per global code (null last): call class (send and recv match), reduce op (reducing ops only), dtype,
-    # the element count that the op's size rule compares, the state, whether the call is p2p.
-    canon = [normalize_op(o) if o else "unknown" for o in names["op"]] + ["unknown"]
-    cls_id = _ids(["p2p" if c in P2P_OPS else c for c in canon])
-    red_id = _ids([normalize_reduce_op(x) if x else "" for x in names["reduce_op"]] + [""])
-    dt_id = _ids([normalize_dtype(x) if x else "" for x in names["dtype"]] + [""])
-    n_red, n_dt = int(red_id.max()) + 2, int(dt_id.max()) + 1
-    op_part = cls_id * n_red * n_dt
-    reducing = np.array([c in REDUCING_OPS for c in canon])
-    red_part = (red_id + 1) * n_dt
-    rule = np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in canon], np.int8)
-    is_p2p = np.array([c in P2P_OPS for c in canon], np.int64)
-    st_code = np.array([_STATE_CODE[normalize_state(x)] if x else UNKNOWN for x in names["state"]] + [UNKNOWN], np.int8)
-    g_names = names["group"]
-    n_names = len(g_names) + 1
-    renumber = int(op_part.max()) + int(red_part.max()) + n_dt >= 1 << (63 - _NUMEL_BITS)  # absurdly many names
+    Row-level work goes batch by batch: `scan` hands the table over a row group at a time (a bundle reads
+    it from disk so, never whole), each batch's dictionary codes go through small lookup tables into a few
+    preallocated per-row arrays, so no full-size temporary is made per step (at 30M rows each one is
+    hundreds of MB of fresh memory)."""
+    total = table.num_rows
+    if total >= _ANNOUNCE_ROWS:
+        announce(f"aligning {total:,} collective calls")
+    if scan is None:
+        t = table
+        if t.num_rows and t.column("rank").num_chunks > 64 and t.num_rows < 65536 * t.column("rank").num_chunks:
+            t = t.select(list(SCANNED)).combine_chunks()  # many small chunks (a table per rank file): fewer, larger batches
+        scan = lambda columns: (b for b in t.select(list(columns)).to_batches(max_chunksize=1 << 20) if b.num_rows)
 
     # Per-row arrays, as narrow as the values allow (each is n x 4 or 8 bytes of fresh memory).
-    rank_max = max((pc.max(b.column("rank")).as_py() or 0) for b in batches) if batches else 0
-    batch_rows = [b.num_rows for b in batches]
-    seq_max = max((pc.max(b.column("seq")).as_py() or 0) for b in batches) if batches else 0
-    rank = np.empty(n, np.int32 if rank_max < 1 << 31 else np.int64)
-    seq = np.empty(n, np.int32 if seq_max < 1 << 31 else np.int64)
-    sig = np.empty(n, np.int64)
-    state = np.empty(n, np.int8)
-    pair = np.empty(n, np.int32)
-    pairs = _PairCodes()
-    numels = np.empty(n, np.int64) if renumber else None
-    bounds = [0]  # rows of each batch
+    rank = np.empty(total, np.int32)
+    seq = np.empty(total, np.int32)
+    sig = np.empty(total, np.int64)
+    state = np.empty(total, np.int8)
+    pair = np.empty(total, np.int32)
+    numels: np.ndarray | None = None  # element counts apart from the signatures: absurdly many call classes
+    names = _Dictionaries()
+    classes, pairs = _Codes(), _Codes()
+    rank_max = 0
     steps = [0]  # rows of each slice: numpy temporaries of a slice stay in cache and in malloc's heap
+    kept: list[tuple[int, int, np.ndarray | None]] = []  # per batch: first table row, rows, those kept (None: all)
+    dropped = 0
+    who: list[pa.Table] = []
+    log_rows: list[np.ndarray] = []
+    listed: list[np.ndarray] = []  # per batch, the first row of each pair that lists its group's members
+    listings: list[pa.Array] = []
+    start = 0  # table row of the batch
+    for b in scan(SCANNED):
+        b = _coded(b)
+        lut = names.batch(b)
+        part, logs = _digest_part(b, lut.log, start)
+        who.append(part)
+        log_rows.append(logs)
+        # Rows without rank or seq have nothing to align by.
+        rk, sq = b.column("rank"), b.column("seq")
+        lo = [pc.min(c).as_py() for c in (rk, sq)]
+        keep = None
+        if rk.null_count or sq.null_count or any(v is not None and v < 0 for v in lo):
+            keep = (_int_values(rk, -1) >= 0) & (_int_values(sq, -1) >= 0)
+            dropped += int(keep.size - keep.sum())
+            b = b.filter(pa.array(keep))
+        size = b.num_rows if keep is None else keep.size
+        kept.append((start, size, None if keep is None else np.flatnonzero(keep) + start))
+        start += size
+        if not b.num_rows:
+            continue
+        top_rank = pc.max(b.column("rank")).as_py()
+        rank_max = max(rank_max, top_rank)
+        rank = _fit(rank, top_rank)
+        seq = _fit(seq, pc.max(b.column("seq")).as_py())
+        first = steps[-1]
+        valid = np.flatnonzero(b.column("group_ranks").is_valid().to_numpy(zero_copy_only=False))
+        # Call class x reduce op (reducing ops only), per local (op, reduce op) code, scaled to leave room for
+        # the dtype: the key of the class of each call.
+        n_red, n_dt = len(names.ids["red"]) + 1, len(names.ids["dtype"])
+        op_red = (lut.op_cls[:, None] * n_red + np.where(lut.reducing[:, None], lut.red[None, :] + 1, 0)).ravel() * n_dt
+        for o in range(0, b.num_rows, _SLICE):
+            s = b.slice(o, _SLICE)
+            a, z = steps[-1], steps[-1] + s.num_rows
+            steps.append(z)
+            rb = s.column("rank").to_numpy()
+            rank[a:z] = rb
+            seq[a:z] = s.column("seq").to_numpy()
+            op = _local_codes(s.column("op"))
+            combo = op_red[op.astype(np.int64) * len(lut.red) + _local_codes(s.column("reduce_op"))]
+            combo += lut.dtype[_local_codes(s.column("dtype"))]
+            top = classes.codes(combo, lambda k, r=n_red, d=n_dt: (k // d // r, k // d % r, k % d)).astype(np.int64)
+            r = lut.rule[op]
+            in_n = _int_values(s.column("in_numel"), -1)
+            numel = np.where(r == 1, in_n, np.where(r == 2, _int_values(s.column("out_numel"), -1), -1))
+            # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
+            if numels is None and len(classes.ids) >= _CLASSES:
+                numels = np.empty(total, np.int64)
+                numels[:a] = sig[:a] & _NUMEL_MASK
+                sig[:a] >>= _NUMEL_BITS
+            if numels is not None:
+                numels[a:z] = numel
+            else:
+                top <<= _NUMEL_BITS
+                top |= numel & _NUMEL_MASK
+            sig[a:z] = top
+            state[a:z] = lut.state[_local_codes(s.column("state"))]
+            # Pairs: one per (rank, recorder's group name); a process names each of its communicators uniquely.
+            # p2p calls keep their own counter on a communicator (FR's p2p_seq_id): a channel of their own.
+            g = _local_codes(s.column("group"))
+            n_local = len(lut.group)
+            key = (rb - rb.min()).astype(np.int64) * (2 * n_local)
+            key += lut.p2p[op] * n_local
+            key += g
+            pair[a:z] = pairs.codes(key, lambda k, lo=int(rb.min()), n=n_local, gl=lut.group: (
+                lo + k // (2 * n), k // n % 2, int(gl[k % n])))
+        if valid.size:  # each pair's first listing in the batch, with the listing
+            at = np.sort(np.unique(pair[first + valid], return_index=True)[1])
+            listed.append(first + valid[at])
+            listings.append(b.column("group_ranks").take(pa.array(valid[at])))
+    n = steps[-1]
+    rank, seq, sig, state, pair = rank[:n], seq[:n], sig[:n], state[:n], pair[:n]
+    # view row -> table row, when rows were dropped
+    row_ids = np.concatenate([np.arange(a, a + size) if k is None else k for a, size, k in kept]) if dropped else None
+    del kept
     get = _fetcher(table, fetch)
-    sliced = ((b.slice(o, _SLICE), lut, in_n[o : o + _SLICE], out_n[o : o + _SLICE])
-              for b, lut, (in_n, out_n) in zip(batches, luts, _numels(get, row_ids, batch_rows))
-              for o in range(0, b.num_rows, _SLICE))
-    for b, lut, in_n, out_n in sliced:
-        a, z = steps[-1], steps[-1] + b.num_rows
-        steps.append(z)
-        if z - bounds[-1] >= batch_rows[len(bounds) - 1]:
-            bounds.append(z)
-        rb = b.column("rank").to_numpy()
-        rank[a:z] = rb
-        seq[a:z] = b.column("seq").to_numpy()
-        op = lut["op"][_local_codes(b.column("op"))]
-        top = op_part[op]
-        top += np.where(reducing[op], red_part[lut["reduce_op"][_local_codes(b.column("reduce_op"))]], 0)
-        top += dt_id[lut["dtype"][_local_codes(b.column("dtype"))]]
-        r = rule[op]
-        numel = np.where(r == 1, in_n, np.where(r == 2, out_n, -1))
-        # One int64 per call: what must match, the count in the low bits (-1, "not compared", is all ones).
-        if renumber:
-            numels[a:z] = numel
-        else:
-            top <<= _NUMEL_BITS
-            top |= numel & _NUMEL_MASK
-        sig[a:z] = top
-        state[a:z] = st_code[lut["state"][_local_codes(b.column("state"))]]
-        # Pairs: one per (rank, recorder's group name); a process names each of its communicators uniquely.
-        # p2p calls keep their own counter on a communicator (FR's p2p_seq_id): a channel of their own.
-        key = rb.astype(np.int64) * 2
-        key += is_p2p[op]
-        key *= n_names
-        key += lut["group"][_local_codes(b.column("group"))]
-        pair[a:z] = pairs.codes(key)
-    if renumber:
+    if numels is not None:
         sig = _hash_factorize(sig)[0].astype(np.int64) << _NUMEL_BITS
-        sig |= numels & _NUMEL_MASK
+        sig |= numels[:n] & _NUMEL_MASK
         del numels
-    uniq = pairs.sorted(pair)  # pair ids in (rank, p2p, group name) order, as a dense factorisation gives
-    n_pairs = int(uniq.size)
-    pair_rank = (uniq // (2 * n_names)).astype(np.int64)
-    pair_gname = (uniq % (2 * n_names)).astype(np.int64)  # name index, + n_names for the p2p channel
+    g_names = list(names.ids["group"])
+    n_names = len(g_names) + 1
+    keys = pairs.sorted(pair)  # pair ids in (rank, p2p, group name) order, as a dense factorisation gives
+    n_pairs = len(keys)
+    pair_rank = np.array([k[0] for k in keys], np.int64)
+    pair_gname = np.array([(k[2] if k[2] != _NO_GROUP else n_names - 1) + n_names * k[1] for k in keys], np.int64)
+    digest = _digest(who, np.concatenate(log_rows) if log_rows else np.zeros(0, np.int64), get)
 
     # Each pair's first row, and the first row of each pair's (rank, group name) that lists the members (an
     # importer lists them on one row per communicator; a p2p channel's members are its communicator's).
     first = np.full(n_pairs, n, np.int64)
-    first_listed = np.full(n_pairs, n, np.int64)
-    for i in range(len(batches) - 1, -1, -1):  # later batches first: earlier rows overwrite
-        a, z = bounds[i], bounds[i + 1]
+    for a, z in zip(steps[-2::-1], steps[:0:-1]):  # later slices first: earlier rows overwrite
         first[pair[a:z][::-1]] = np.arange(z - 1, a - 1, -1)
-        valid = batches[i].column("group_ranks").is_valid().to_numpy(zero_copy_only=False)
-        listed = np.flatnonzero(valid)
-        first_listed[pair[a + listed][::-1]] = (a + listed)[::-1]
+    first_listed = np.full(n_pairs, n, np.int64)
+    listed_rows = np.concatenate(listed) if listed else np.zeros(0, np.int64)
+    first_listed[pair[listed_rows][::-1]] = listed_rows[::-1]
     base, _ = _factorize(pair_rank * n_names + pair_gname % n_names)
     base_listed = np.full(n_pairs, n, np.int64)
     np.minimum.at(base_listed, base, first_listed)
     first_listed = base_listed[base]
     has_list = first_listed < n
-    listed_rows = np.where(has_list, first_listed, first)
     first_cols = get(["group_size", "group_desc"], _table_rows(row_ids, first))
-    first_cols["group_ranks"] = get(["group_ranks"], _table_rows(row_ids, listed_rows))["group_ranks"]
-    if not has_list.all():
-        first_cols["group_ranks"] = pc.if_else(pa.array(has_list), first_cols["group_ranks"], None)
+    at = np.searchsorted(listed_rows, first_listed[has_list])
+    which = np.full(n_pairs, -1, np.int64)
+    which[has_list] = at
+    all_listings = pa.concat_arrays(listings) if listings else pa.array([], pa.list_(pa.int64()))
+    first_cols["group_ranks"] = all_listings.take(pa.array(which, mask=~has_list))
+    del listed, listings, all_listings
     specs, pair_comm, world_size = _communicators(
         first_cols, pair_rank, pair_gname, g_names + [""], world_size_hint, int(rank_max)
     )
@@ -444,8 +525,8 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
 
     # Per-pair summaries.
     pair_rows = np.zeros(n_pairs, np.int64)
-    for a, z in zip(bounds[:-1], bounds[1:]):  # by batch: bincount copies its input to int64 first
-        pair_rows += np.bincount(pair[a:z], minlength=n_pairs)
+    for a in range(0, n, 1 << 20):  # in steps: bincount copies its input to int64 first
+        pair_rows += np.bincount(pair[a : a + (1 << 20)], minlength=n_pairs)
     pair_maxseq = np.full(n_pairs, -1, seq.dtype)  # ufunc.at is fast only when the dtypes match
     np.maximum.at(pair_maxseq, pair, seq)
     pair_maxseq = pair_maxseq.astype(np.int64)
@@ -465,8 +546,10 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         n_pos = int(span.sum())
         pos = np.empty(n, np.int32 if n_pos < 1 << 31 else np.int64)
         pair_off = (base_pos - comm_min)[pair_comm]
+        if seq.dtype == pos.dtype:  # int32 sums: no int64 temporaries (the offsets lie within the seq range)
+            pair_off = pair_off.astype(pos.dtype)
         for a, z in zip(steps[:-1], steps[1:]):
-            pos[a:z] = pair_off[pair[a:z]] + seq[a:z]
+            np.add(pair_off[pair[a:z]], seq[a:z], out=pos[a:z], casting="unsafe")
         pos_comm = np.repeat(np.arange(n_comms), span)
     else:
         pos, uniq_pos = _hash_factorize(pair_comm[pair] * (1 << 40) + seq)
@@ -559,30 +642,13 @@ def build(table: pa.Table, world_size_hint: int = 0, fetch: Fetch | None = None)
         world_size=world_size,
         dropped_rows=dropped,
         fetch=fetch,
+        digest=digest,
     )
 
 
 def _fetcher(table: pa.Table, fetch: Fetch | None) -> Fetch:
     """`fetch`, or rows taken from `table` itself."""
     return fetch or (lambda names, rows: {c: take_rows(table.column(c), rows) for c in names})
-
-
-def _numels(get: Fetch, row_ids: np.ndarray | None, batch_rows: list[int]) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Each batch's in_numel and out_numel (-1 for null), fetched about a million rows at a time: a bundle
-    keeps them on disk (they are read in bulk only here, to make the signatures)."""
-    start, i = 0, 0
-    while i < len(batch_rows):
-        j, end = i + 1, start + batch_rows[i]
-        while j < len(batch_rows) and end - start + batch_rows[j] <= 1 << 20:
-            end += batch_rows[j]
-            j += 1
-        got = get(["in_numel", "out_numel"], _table_rows(row_ids, np.arange(start, end)))
-        in_n, out_n = (_int_values(got[c], -1) for c in ("in_numel", "out_numel"))
-        o = 0
-        for k in range(i, j):
-            yield in_n[o : o + batch_rows[k]], out_n[o : o + batch_rows[k]]
-            o += batch_rows[k]
-        start, i = end, j
 
 
 def _table_rows(row_ids: np.ndarray | None, rows: np.ndarray) -> np.ndarray:
@@ -607,15 +673,16 @@ def _factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int32) if uniq.size < 1 << 31 else codes, uniq
 
 
-class _PairCodes:
-    """Dense ids of int keys met slice by slice (rank x group name: a slice of a table holds a few ranks,
-    so each slice is factorised over its own small key range, in cache, and only its few distinct keys go
-    through a dict). `sorted` then renumbers the ids in key order."""
+class _Codes:
+    """Dense ids of int keys met slice by slice: a slice of a table holds a few ranks, so each slice's keys
+    are factorised over their own small range, in cache, and only its few distinct keys are named
+    (`name(key)`: what the key stands for across slices) and looked up in a dict. `sorted` then renumbers
+    the ids in the order of those names."""
 
     def __init__(self) -> None:
-        self.ids: dict[int, int] = {}
+        self.ids: dict = {}
 
-    def codes(self, key: np.ndarray) -> np.ndarray:
+    def codes(self, key: np.ndarray, name: Callable[[int], Any]) -> np.ndarray:
         if not key.size:
             return key.astype(np.int32)
         lo, hi = int(key.min()), int(key.max())
@@ -624,22 +691,22 @@ class _PairCodes:
             seen[key - lo] = True
             local = np.flatnonzero(seen)
             table = np.zeros(hi - lo + 1, np.int32)
-            table[local] = [self.ids.setdefault(k, len(self.ids)) for k in (local + lo).tolist()]
+            table[local] = [self.ids.setdefault(name(k), len(self.ids)) for k in (local + lo).tolist()]
             return table[key - lo]
         local, inverse = np.unique(key, return_inverse=True)
-        ids = np.array([self.ids.setdefault(k, len(self.ids)) for k in local.tolist()], np.int32)
+        ids = np.array([self.ids.setdefault(name(k), len(self.ids)) for k in local.tolist()], np.int32)
         return ids[inverse.reshape(-1)]
 
-    def sorted(self, pair: np.ndarray) -> np.ndarray:
-        """The keys in ascending order; `pair` (the ids handed out) renumbered in place to match."""
-        keys = np.fromiter(self.ids, np.int64, len(self.ids))
-        order = np.argsort(keys, kind="stable")
-        if (order != np.arange(order.size)).any():
-            rank = np.empty(order.size, np.int32)
-            rank[order] = np.arange(order.size, dtype=np.int32)
+    def sorted(self, pair: np.ndarray) -> list:
+        """The names in ascending order; `pair` (the ids handed out) renumbered in place to match."""
+        keys = list(self.ids)
+        order = sorted(range(len(keys)), key=keys.__getitem__)
+        if order != list(range(len(keys))):
+            rank = np.empty(len(order), np.int32)
+            rank[order] = np.arange(len(order), dtype=np.int32)
             for a in range(0, pair.size, 1 << 20):
                 pair[a : a + (1 << 20)] = rank[pair[a : a + (1 << 20)]]
-        return keys[order]
+        return [keys[i] for i in order]
 
 
 def _hash_factorize(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -732,3 +799,18 @@ def _communicators(
         specs.append(CommSpec(name=names[gname % n_names], desc=desc_of.get(c), members=m, members_known=known,
                               p2p=gname >= n_names, size=max(size_of.get(c, 0), len(m))))
     return specs, pair_comm, world
+
+
+def _digest(who: list[pa.Table], log_rows: np.ndarray, get: Fetch) -> pa.Table:
+    """CollectiveView.digest: the distinct (host, pid, rank) rows and the rows read from log lines."""
+    parts = []
+    if who:
+        w = pa.concat_tables(who).unify_dictionaries()
+        if w.num_rows > 4096:
+            w = w.group_by(["host", "pid", "rank"], use_threads=False).aggregate([])
+        parts.append(conform("collectives", w))
+    if log_rows.size:
+        names = TABLES["collectives"].names
+        got = get(names, log_rows)
+        parts.append(conform("collectives", pa.table({c: got[c] for c in names})))
+    return pa.concat_tables(parts) if parts else empty("collectives")

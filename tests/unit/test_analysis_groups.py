@@ -139,3 +139,19 @@ def test_a_lone_group_of_an_unknown_kind_is_no_coordinate():
     assert labels == {}
     labels = rank_labels(build_comms([_spec("tp", [0, 1])], world_size=2))
     assert labels == {0: "TP rank 0", 1: "TP rank 1"}
+
+
+def test_signatures_stay_exact_when_call_classes_outgrow_their_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past 2^19 kinds of call (op, reduce op, dtype) the element counts move out of the signature; which
+    calls match must not change (forced here by lowering the limit)."""
+    from collrows import seed001_rows
+
+    from hangdoc.analysis import view as view_mod
+
+    rows = seed001_rows() + [call(0, "x", 1, op=f"op{i}", dtype=f"t{i % 3}") for i in range(5)]
+    normal = build(table(rows))
+    monkeypatch.setattr(view_mod, "_CLASSES", 2)
+    tight = build(table(rows))
+    same = lambda v: v.sig[:, None] == v.sig[None, :]  # noqa: E731
+    assert (same(normal) == same(tight)).all()
+    assert [(c.comm, c.seq, c.culprits) for c in normal.conflicts] == [(c.comm, c.seq, c.culprits) for c in tight.conflicts]

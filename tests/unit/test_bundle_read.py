@@ -4,10 +4,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from hangdoc.analysis.pipeline import DEFERRED, diagnose
+from hangdoc.analysis.pipeline import DEFERRED, Context, diagnose
+from hangdoc.analysis.procs import distinct
+from hangdoc.importers import logfacts
 from hangdoc.bundle import Bundle
 from hangdoc.schema import COLLECTIVES, table_from_rows
 from collrows import seed001_rows
@@ -79,3 +82,57 @@ def test_analysis_of_a_deferred_bundle_quotes_the_same_calls(tmp_path: Path, row
     assert lazy.alignment == eager.alignment
     six = [c for f in lazy.findings for c in f.calls if c.rank == 6 and c.op == "all_gatherv"]
     assert six and six[0].in_shapes == ((14, 256),)  # read from the file, not the placeholder nulls
+
+
+def test_scan_sweeps_a_table_a_row_group_at_a_time(tmp_path: Path) -> None:
+    path = _bundle(tmp_path, _rows(), row_group_size=7)
+    full = Bundle.open(path).table("collectives")
+    b = Bundle.open(path, defer={"collectives": ("in_shapes", "call_site", "seq")})
+    cols = ["rank", "seq", "call_site", "in_shapes", "op"]
+    batches = list(b.scan("collectives", cols))
+    assert [x.num_rows for x in batches] == [7] * 5 + [5]
+    assert pa.Table.from_batches(batches).to_pylist() == full.select(cols).to_pylist()
+    assert pa.types.is_dictionary(batches[0].schema.field("call_site").type)  # read from disk as the schema says
+    in_memory = pa.Table.from_batches(list(Bundle.open(path).scan("collectives", cols)))
+    assert in_memory.to_pylist() == full.select(cols).to_pylist()
+
+
+CAPTURED = Path(__file__).resolve().parents[2] / "fixtures" / "bundle-tp4-rank0-behind"  # processes and traces
+
+
+def _watchdog_logs(where: Path) -> Path:
+    """Three ranks' c10d watchdog lines: collectives rows read from a log, which the log pass reads itself."""
+    where.mkdir()
+    for r in (1, 2, 3):
+        (where / f"rank{r}.log").write_text(
+            f"[rank{r}]:[E418 14:07:12.123456789 ProcessGroupNCCL.cpp:632] [Rank {r}] Watchdog caught collective "
+            f"operation timeout: WorkNCCL(SeqNum=57, OpType=ALLREDUCE, NumelIn=4096, NumelOut=4096, "
+            f"Timeout(ms)=300000) ran for 300012 milliseconds before timing out.\n")
+    return where
+
+
+@pytest.mark.parametrize("case", ["processes", "logs"])
+def test_passes_that_read_the_collectives_table_see_the_same_rows_when_it_stays_on_disk(tmp_path: Path,
+                                                                                      case: str) -> None:
+    """The process and log passes read a digest of the collectives (distinct host, pid, rank; rows from logs)
+    when the table is swept from disk: their findings must not change."""
+    from hangdoc.importers import load_inputs
+    from hangdoc.report.jsonreport import to_dict
+
+    src = CAPTURED if case == "processes" else _watchdog_logs(tmp_path / "logs")
+    b = load_inputs([src])
+    assert b.rows("collectives")
+    path = b.write(tmp_path / "b")
+    pq.write_table(b.tables["collectives"], path / "collectives.parquet", row_group_size=3)
+    eager, lazy = to_dict(diagnose(Bundle.open(path))), to_dict(diagnose(Bundle.open(path, defer=DEFERRED)))
+    assert lazy == eager
+    assert eager["findings"] and eager["verdict"]["kind"] != "no_fault_found"
+    b = Bundle.open(path, defer=DEFERRED)
+    ctx = Context(tables=dict(b.tables), fetch=lambda c, r: b.take("collectives", c, r),
+                  scan=lambda c: b.scan("collectives", c))
+    digest, full = ctx.table("collectives"), Bundle.open(path).table("collectives")
+    assert digest.num_rows < full.num_rows or case == "logs"  # 231 calls of 4 processes: 4 rows
+    key = ("host", "pid", "rank")
+    assert distinct(digest, key) == distinct(full, key)
+    assert digest.filter(pc.is_valid(digest.column("source"))).to_pylist() == [
+        r for r in full.to_pylist() if r["source"] in logfacts.SOURCES]

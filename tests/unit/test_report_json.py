@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from hangdoc.analysis.model import CALL_COUNT_SWAP, COLLECTIVE_MISMATCH, NO_FAULT_FOUND, Finding
 from hangdoc.report import render, render_text, to_dict
+from hangdoc.report.jsonreport import indented
 from report_cases import ODD_LABEL, PEER_LABEL, healthy, seed001
 
 CONTRACT_FINDING = ("kind", "ranks", "group", "seq", "op", "expected_op", "summary", "evidence", "swap")
@@ -107,3 +110,22 @@ def test_documented_example_has_the_same_shape_as_the_output():
     assert list(example["findings"][0]["calls"][0]) == list(out["findings"][0]["calls"][0])
     assert list(example["groups"][0]) == list(out["groups"][0])
     assert list(example["groups"][0]["positions"][0]) == list(out["groups"][0]["positions"][0])
+
+
+def test_indented_writes_the_same_bytes_as_json_dumps_with_indent():
+    cases = [
+        {}, [], {"a": []}, [[], {}], "s", 5, None, 1.5, ("t",), {"k": (1, (2, 3))},
+        [1, [2, [3, []]], "x", (4, 5)],
+        [{"a": 1, "b": "x,\n  y"}] * 3,
+        {"a": {"b": [1, 2, {"c": None}]}, "é\n\"": "ü\u2028", 1: True, 2.5: False, None: math.nan,
+         True: [math.inf, -math.inf, 1e300, 0.1]},
+        to_dict(seed001()), to_dict(healthy()),
+    ]
+    for case in cases:
+        assert indented(case) == json.dumps(case, indent=2, ensure_ascii=False)
+
+
+def test_indented_refuses_what_json_refuses():
+    for bad in ({"a": [object()]}, [{"a": {1, 2}}], {"a": [1, {"b": object()}]}):
+        with pytest.raises(TypeError):
+            indented(bad)
