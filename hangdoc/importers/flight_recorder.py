@@ -730,7 +730,8 @@ def _parse_all(items: list[tuple[str, int]]) -> list[_Parsed]:
         announce(f"reading {len(items):,} Flight Recorder files" + (f" in {workers} processes" if workers > 1 else ""))
     if len(items) < _PARALLEL_MIN_FILES or workers < 2:
         return _parse_chunk(items)
-    size = max(1, math.ceil(len(items) / (workers * 4)))
+    # Small chunks, so that the last one leaves the other workers idle for little time (a file is a few ms).
+    size = max(1, math.ceil(len(items) / (workers * 16)))
     chunks = [items[i : i + size] for i in range(0, len(items), size)]
     import multiprocessing as mp
     import threading
