@@ -194,7 +194,8 @@ def main() -> None:
         if isinstance(code, int) and not isinstance(code, bool) and code:
             sys.exit(code)
     except HangdocError as exc:
-        print(f"hangdoc: error: {exc}", file=sys.stderr)
+        # one line, whatever the message quotes (Arrow's and the unpickler's can run over several)
+        print(f"hangdoc: error: {' '.join(str(exc).split())}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except typer.Abort:
         print("hangdoc: aborted", file=sys.stderr)

@@ -46,6 +46,7 @@ from hangdoc.analysis.text import plural
 from hangdoc.analysis.view import CollectiveView, Fetch, Scan, build
 from hangdoc.analysis.waits import lagging_pass, missing_pass, order_inversion_pass, wait_chain_pass
 from hangdoc.bundle import Bundle
+from hangdoc.errors import BundleError
 from hangdoc.schema import TABLES, empty
 
 
@@ -123,6 +124,8 @@ def run_passes(ctx: Context, passes: list[Pass] | None = None) -> tuple[Context,
     for p in PASSES if passes is None else passes:
         try:
             found = p(ctx)
+        except BundleError:  # the table swept from disk is unreadable: the input's fault, said in one line
+            raise
         except Exception as exc:  # a bug in one pass must not hide what the others found
             failed.append((getattr(p, "__name__", str(p)), f"{type(exc).__name__}: {exc}"))
             continue

@@ -73,10 +73,25 @@ def _empty(path: Path) -> None:
     path.write_bytes(b"")
 
 
+def _pages(path: Path) -> None:
+    """A sound footer over spoiled data pages: found only when the rows are read."""
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little")
+    end = len(data) - 8 - footer
+    data[4:end] = os.urandom(end - 4)
+    path.write_bytes(bytes(data))
+
+
 @pytest.mark.parametrize("spoil", [_garbage, _wrong_types, _unknown_columns, _empty], ids=lambda f: f.__name__[1:])
 def test_malformed_bundle_table_is_one_line(tmp_path: Path, spoil) -> None:
     path = load_inputs([SEED001]).write(tmp_path / "b")
     spoil(path / "collectives.parquet")
     with pytest.raises(BundleError, match="collectives.parquet: unreadable table"):
         Bundle.open(path)
+    assert_one_line_error(hangdoc("analyze", path), "collectives.parquet: unreadable table")
+
+
+def test_spoiled_pages_of_a_bundle_table_are_one_line(tmp_path: Path) -> None:
+    path = load_inputs([SEED001]).write(tmp_path / "b")
+    _pages(path / "collectives.parquet")
     assert_one_line_error(hangdoc("analyze", path), "collectives.parquet: unreadable table")
