@@ -179,9 +179,9 @@ def _own_time(bare_ar: Callable[..., Any], x: Any, calls: int, batches: int, tra
     # The floor: the least a recorder written in Python does per call, with none of the tracer's
     # bookkeeping (group, call site, torch.compile check, slot check): read the shape and dtype, take
     # the clock, pack one record into a shared mapping, set its state byte after the call.
-    path = os.path.join(trace_dir, f"floor-{rank}")
+    path, slots = os.path.join(trace_dir, f"floor-{rank}"), 100_000
     with open(path, "wb") as f:
-        f.truncate(F.RECORD_BYTES * 100_000)
+        f.truncate(F.RECORD_BYTES * slots)
     with open(path, "r+b") as f:
         ring = mmap.mmap(f.fileno(), 0)
     index, seq, pack, dtypes, now = itertools.count(), itertools.count(1), F.RECORDS_BY_NDIM[1].pack_into, \
@@ -189,7 +189,7 @@ def _own_time(bare_ar: Callable[..., Any], x: Any, calls: int, batches: int, tra
 
     def floor(tensor, op=dist.ReduceOp.SUM, group=None, async_op=False):
         i = next(index)
-        off = i % 100_000 * 96
+        off = i % slots * F.RECORD_BYTES
         n = tensor.shape[0]
         pack(ring, off, i + 1, now(), n, n, n, next(seq), 0, 1, 1, dtypes[tensor.dtype], 1, 1, 0, -1, 1, i + 1)
         result = probe(tensor, op, group, async_op)

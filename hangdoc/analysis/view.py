@@ -348,7 +348,7 @@ class _Dictionaries:
             return b.column(name).dictionary.to_pylist() + [None]
 
         ops = [normalize_op(o) if o else "unknown" for o in values("op")]
-        group_ids = {c: self.ids["group"].setdefault(c, len(self.ids["group"])) for c in values("group")[:-1]}
+        group_ids = {c: self._id("group", c) for c in values("group")[:-1]}
         return _Batch(
             op_cls=np.array([self._id("cls", "p2p" if c in P2P_OPS else c) for c in ops], np.int64),
             rule=np.array([1 if c in IN_NUMEL_OPS else 2 if c in OUT_NUMEL_OPS else 0 for c in ops], np.int8),
